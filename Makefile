@@ -1,0 +1,50 @@
+# The one entry point for humans and CI.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find proto -name '*.proto')
+
+.PHONY: up test lint typecheck proto proto-check unit integration e2e bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## make up: start the learnfeed cell in the foreground with demo data; Ctrl-C drains it.
+up: $(STAMP)
+	$(BIN)/cellwork up -f src/learnfeed/cell.yaml --demo
+
+## make test: lint, type-check, check generated stubs, run the whole suite.
+test: $(STAMP) proto-check lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy -p cellwork
+
+## make proto: regenerate the Python stubs from proto/ (the source of truth).
+proto: $(STAMP)
+	$(PY) -m cellwork.rpc.protogen proto src
+
+proto-check: $(STAMP)
+	$(PY) -m cellwork.rpc.protogen proto src --check
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+e2e: $(STAMP)
+	$(BIN)/pytest -q tests/e2e
+
+bench: $(STAMP)
+	$(PY) bench/rpc.py
+
+clean:
+	rm -rf $(VENV) .cellwork .mypy_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""cellwork: a platform for scalable, reliable Python microservice backends.
+
+The public face a service author needs: ``Service`` (declare gRPC servicers and
+hooks, get clients), ``ServiceSettings``, ``Client`` and the error classes.
+Everything else lives in the part packages (``cellwork.rpc``, ``cellwork.discovery``...).
+"""
+
+import os as _os
+
+# cellwork forks instance processes; gRPC's fork handlers are not needed and only warn.
+_os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from cellwork.config.settings import ServiceSettings
+from cellwork.errors import (
+    AlreadyExists,
+    CellworkError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NoEndpoints,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from cellwork.rpc.client import Client
+from cellwork.rpc.context import CallContext, current_call
+from cellwork.service import Service
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExists",
+    "CallContext",
+    "CellworkError",
+    "Client",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "Internal",
+    "InvalidArgument",
+    "NoEndpoints",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Service",
+    "ServiceSettings",
+    "Unauthenticated",
+    "Unavailable",
+    "__version__",
+    "current_call",
+]

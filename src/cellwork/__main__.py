@@ -1,0 +1,5 @@
+"""``python -m cellwork``: the CLI."""
+
+from cellwork.cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""The ``cellwork`` command: thin typer commands over the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cellwork.errors import CellworkError
+from cellwork.runtime.cellfile import CellFileError, load_cell
+from cellwork.runtime.control import CellState, request
+from cellwork.runtime.serve import run_forever
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_CELL = Path("src/learnfeed/cell.yaml")
+StateDir = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="the cell's state directory (default .cellwork/<cell>)"),
+]
+CellFile = Annotated[Path, typer.Option("-f", "--file", help="the cell file")]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def up(
+    file: CellFile = DEFAULT_CELL,
+    demo: Annotated[bool, typer.Option("--demo", help="seed demo data")] = False,
+    nats_url: Annotated[
+        str | None, typer.Option("--nats-url", help="use this NATS instead of starting one")
+    ] = None,
+) -> None:
+    """Start the cell in the foreground; Ctrl-C drains it, a second Ctrl-C kills it."""
+    from cellwork.observability.logging import configure_logging
+    from cellwork.runtime.supervisor import Supervisor
+
+    try:
+        spec = load_cell(file)
+    except CellFileError as exc:
+        raise _fail(str(exc), 2) from None
+    configure_logging("info", cell=spec.name)
+    supervisor = Supervisor(spec, nats_url=nats_url)
+    if demo:
+        for service in spec.services.values():
+            service.env.setdefault("CELLWORK_DEMO", "1")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, supervisor.post, "signal", signum)
+        await supervisor.run()
+
+    run_forever(main())
+
+
+@app.command()
+def serve(module: Annotated[str, typer.Argument(help="module with create_service()")]) -> None:
+    """Run one instance of the service in MODULE (what the cell starts per replica)."""
+    from cellwork.runtime.serve import serve as serve_module
+
+    raise typer.Exit(serve_module(module))
+
+
+def _state(file: Path, state_dir: Path | None) -> CellState:
+    if state_dir is None:
+        try:
+            state_dir = load_cell(file).resolved_state_dir(Path.cwd())
+        except CellFileError as exc:
+            raise _fail(f"{exc}\n(pass --state-dir to find the cell without its file)", 2) from None
+    try:
+        return CellState.read(state_dir)
+    except CellworkError as exc:
+        raise _fail(exc.message) from None
+
+
+@app.command()
+def status(
+    file: CellFile = DEFAULT_CELL,
+    state_dir: StateDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show every instance of the running cell."""
+    state = _state(file, state_dir)
+    try:
+        result: Any = run_forever(request(state, "status", {}, timeout=5))
+    except CellworkError as exc:
+        raise _fail(exc.message) from None
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"cell {result['cell']}")
+    for column in ("service", "id", "pid", "address", "metrics", "status", "restarts", "uptime"):
+        table.add_column(column)
+    colors = {"SERVING": "green", "STARTING": "yellow", "DRAINING": "yellow", "BACKOFF": "red"}
+    for inst in result["instances"]:
+        color = colors.get(inst["status"], "red")
+        table.add_row(
+            inst["service"],
+            inst["id"],
+            str(inst["pid"] or "-"),
+            f"{inst['host']}:{inst['grpc_port']}" if inst["grpc_port"] else "-",
+            str(inst["metrics_port"] or "-"),
+            f"[{color}]{inst['status']}[/]",
+            str(inst["restarts"]),
+            f"{inst['uptime']:.0f}s",
+        )
+    console.print(table)
+
+
+@app.command()
+def scale(
+    service: Annotated[str, typer.Argument(help="service name in the cell file")],
+    replicas: Annotated[int, typer.Argument(help="number of instances", min=0, max=64)],
+    file: CellFile = DEFAULT_CELL,
+    state_dir: StateDir = None,
+) -> None:
+    """Set the number of instances of SERVICE in the running cell."""
+    state = _state(file, state_dir)
+    payload = {"service": service, "replicas": replicas}
+    try:
+        result: Any = run_forever(request(state, "scale", payload, timeout=15))
+    except CellworkError as exc:
+        raise _fail(exc.message) from None
+    console.print(f"{result['service']}: {result['before']} -> {result['after']} instances")
+
+
+def main() -> None:
+    """Entry point of the ``cellwork`` script."""
+    app(prog_name="cellwork")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,46 @@
+"""Typed settings of a service instance, from ``CELLWORK_*`` environment variables.
+
+The supervisor passes the cell file's values to each instance as environment,
+so one source of truth (pydantic-settings) reads them in a process started by
+the cell, by docker compose or by Kubernetes alike.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every instance has; a service subclasses it for its own."""
+
+    model_config = SettingsConfigDict(env_prefix="CELLWORK_", extra="ignore")
+
+    service: str = Field("", description="service name; defaults to the module's service name")
+    instance_id: str = Field(default_factory=_default_instance_id)
+    nats_url: str = "nats://127.0.0.1:4222"
+    host: str = Field("127.0.0.1", description="address to bind and to publish in the registry")
+    grpc_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    metrics_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    zone: str = "local"
+    version: str = "dev"
+    state_dir: Path = Path(".cellwork")
+    registry_bucket: str = "cellwork_registry"
+    heartbeat_interval: float = Field(1.0, gt=0, description="seconds between registry puts")
+    registry_ttl: float = Field(3.0, gt=0, description="seconds an entry lives without a beat")
+    drain_timeout: float = Field(10.0, ge=0, description="seconds to finish in-flight calls")
+    drain_propagation: float = Field(
+        0.3, ge=0, description="seconds to wait after DRAINING so clients stop picking us"
+    )
+    log_level: str = "info"
+    access_log: bool = Field(False, description="log every RPC, not only failures and slow ones")
+    slow_call_seconds: float = 1.0

@@ -1,0 +1,1 @@
+"""RPC: grpc.aio server and client runtime with deadlines, metadata and metrics."""

@@ -1,0 +1,91 @@
+"""What travels with a call: request id, trace context, caller and deadline.
+
+A server sets the current ``CallContext`` from the incoming metadata and
+deadline; every client call made while handling it reads it back, so the
+request id and trace carry on, and the callee never gets more time than the
+caller had left.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+from dataclasses import dataclass
+
+from cellwork.observability.tracing import TraceContext, new_trace
+
+REQUEST_ID_HEADER = "x-request-id"
+TRACEPARENT_HEADER = "traceparent"
+CALLER_HEADER = "x-cellwork-caller"
+
+# gRPC reports "no deadline" as a huge remaining time; anything above a day is none.
+_NO_DEADLINE = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """The context of the call being handled (or of a new root call)."""
+
+    request_id: str
+    trace: TraceContext
+    caller: str = ""
+    deadline: float | None = None  # time.monotonic() at which the call expires
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the deadline (may be negative); None without one."""
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "cellwork_call", default=None
+)
+
+
+def current_call() -> CallContext | None:
+    """Return the context of the call being handled, if any."""
+    return _current.get()
+
+
+def set_current_call(ctx: CallContext | None) -> contextvars.Token[CallContext | None]:
+    """Make ``ctx`` the current call context; returns a token for ``reset_current_call``."""
+    return _current.set(ctx)
+
+
+def reset_current_call(token: contextvars.Token[CallContext | None]) -> None:
+    """Restore the call context that was current before ``set_current_call``."""
+    _current.reset(token)
+
+
+def new_request_id() -> str:
+    """Return a fresh random request id (32 hex digits)."""
+    return os.urandom(16).hex()
+
+
+def root_context(timeout: float | None = None) -> CallContext:
+    """A context for a call that starts here (no incoming call to inherit from)."""
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    return CallContext(new_request_id(), new_trace(), "", deadline)
+
+
+def effective_timeout(requested: float | None, parent: CallContext | None) -> float | None:
+    """The timeout to give an outgoing call: the requested one, capped by what is left.
+
+    A call made with 300 ms left passes on at most 300 ms (less the time spent
+    since). Returns None only when neither side has a limit.
+    """
+    remaining = parent.time_remaining() if parent is not None else None
+    if remaining is None:
+        return requested
+    if requested is None:
+        return remaining
+    return min(requested, remaining)
+
+
+def deadline_from_remaining(remaining: float | None) -> float | None:
+    """Turn gRPC's ``time_remaining()`` into an absolute monotonic deadline."""
+    if remaining is None or remaining > _NO_DEADLINE:
+        return None
+    return time.monotonic() + remaining

@@ -1,0 +1,1 @@
+"""Runtime: the local cell (cell file, supervisor, nats launcher) and `serve`."""

@@ -1,0 +1,83 @@
+"""A slot is one replica position of a service in the cell. Pure state, no I/O.
+
+The slot outlives its processes: ``echo-1`` keeps its id, its restart count
+and its back-off across crashes, while each start gets a fresh process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class SlotState(StrEnum):
+    """What the supervisor knows of a slot."""
+
+    STARTING = "STARTING"  # process started, not yet answering SERVING
+    SERVING = "SERVING"
+    NOT_SERVING = "NOT_SERVING"  # alive but its health check fails or says so
+    DRAINING = "DRAINING"  # told to stop; finishing in-flight work
+    BACKOFF = "BACKOFF"  # exited; waiting to be restarted
+    STOPPED = "STOPPED"
+
+
+def restart_delay(consecutive_failures: int, base: float, cap: float) -> float:
+    """Seconds to wait before restart number ``consecutive_failures`` (1-based): doubling."""
+    exponent = min(max(consecutive_failures - 1, 0), 30)
+    return float(min(base * (2.0**exponent), cap))
+
+
+@dataclass(eq=False)
+class Slot:
+    """One replica of a service and its current process."""
+
+    service: str
+    index: int
+    module: str
+    env: dict[str, str]
+    state: SlotState = SlotState.STOPPED
+    pid: int | None = None
+    process: Any = None  # asyncio.subprocess.Process of the current start
+    restarts: int = 0
+    consecutive_failures: int = 0
+    started_at: float = 0.0  # monotonic time of the current start
+    started_wall: float = 0.0
+    serving_since: float | None = None
+    last_healthy: float = 0.0  # monotonic time of the last SERVING answer
+    next_start_at: float = 0.0
+    stopping: bool = False  # scale-down or cell drain: do not restart
+    kill_at: float | None = None  # monotonic time to escalate to SIGKILL
+    host: str = ""
+    grpc_port: int = 0
+    metrics_port: int = 0
+
+    @property
+    def instance_id(self) -> str:
+        return f"{self.service}-{self.index}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def hung(self, now: float, hang_timeout: float, startup_timeout: float) -> bool:
+        """True when a running, non-stopping instance should be killed and replaced."""
+        if not self.alive or self.stopping:
+            return False
+        if self.serving_since is None and self.last_healthy == 0.0:
+            return now - self.started_at > startup_timeout
+        return now - max(self.last_healthy, self.started_at) > hang_timeout
+
+    def describe(self, now: float, wall: float) -> dict[str, Any]:
+        """The slot as ``cellwork status --json`` prints it."""
+        return {
+            "service": self.service,
+            "id": self.instance_id,
+            "pid": self.pid,
+            "host": self.host,
+            "grpc_port": self.grpc_port,
+            "metrics_port": self.metrics_port,
+            "status": self.state.value,
+            "restarts": self.restarts,
+            "uptime": round(now - self.started_at, 1) if self.alive else 0.0,
+        }

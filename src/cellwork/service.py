@@ -1,0 +1,186 @@
+"""``Service``: one instance of a cellwork service and its lifecycle.
+
+A service module builds one in its composition root and hands it to the
+runtime (``cellwork serve MODULE`` calls ``MODULE.create_service(settings)``)::
+
+    def create_service(settings: ServiceSettings) -> Service:
+        service = Service("echo", settings)
+        service.add_grpc(add_EchoServicer_to_server, EchoServicer(), "pkg.v1.Echo")
+        return service
+
+Lifecycle (shared by every long-lived part): ``start()`` connects NATS, serves
+gRPC and metrics, runs start hooks, registers SERVING and heartbeats;
+``drain(timeout)`` publishes DRAINING, waits for clients to notice, stops
+taking calls and finishes in-flight ones, runs stop hooks, deregisters;
+``close()`` releases what is left. Nothing connects at construction time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from wsgiref.simple_server import WSGIServer
+
+from grpc import aio
+from nats.aio.client import Client as NatsClient
+
+from cellwork.config.settings import ServiceSettings
+from cellwork.discovery.instance import InstanceInfo, InstanceStatus
+from cellwork.discovery.registry import Registration, Registry, connect_nats
+from cellwork.observability.logging import get_logger
+from cellwork.observability.metrics import start_metrics_server
+from cellwork.rpc.client import Client, connect_client
+from cellwork.rpc.interceptors import Layer
+from cellwork.rpc.server import RegisterFn, RpcServer
+
+StubT = TypeVar("StubT")
+Hook = Callable[["Service"], Awaitable[None]]
+
+_log = get_logger("cellwork.service")
+
+
+class Service:
+    """One running instance: gRPC server, registry entry, metrics, clients, hooks."""
+
+    def __init__(self, name: str, settings: ServiceSettings | None = None) -> None:
+        self.name = name
+        self.settings = settings or ServiceSettings()
+        self.layers: list[Layer] = []
+        self._servicers: list[tuple[RegisterFn, Any, str]] = []
+        self._on_start: list[Hook] = []
+        self._on_stop: list[Hook] = []
+        self._clients: list[Client[Any]] = []
+        self.server: RpcServer | None = None
+        self.nats: NatsClient | None = None
+        self.registry: Registry | None = None
+        self.registration: Registration | None = None
+        self.metrics_port = 0
+        self._metrics_server: WSGIServer | None = None
+        self.stopped = asyncio.Event()
+
+    # -- declaring ---------------------------------------------------------------
+
+    def add_grpc(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
+        """Serve ``servicer`` (registered with its generated ``add_*_to_server``)."""
+        self._servicers.append((register, servicer, full_name))
+
+    def on_start(self, hook: Hook) -> Hook:
+        """Run ``await hook(service)`` after connecting, before registering SERVING."""
+        self._on_start.append(hook)
+        return hook
+
+    def on_stop(self, hook: Hook) -> Hook:
+        """Run ``await hook(service)`` once in-flight calls are finished, on drain."""
+        self._on_stop.append(hook)
+        return hook
+
+    async def client(
+        self, service: str, stub_factory: Callable[[aio.Channel], StubT], **options: Any
+    ) -> Client[StubT]:
+        """Return a balanced client of another service; closed with this one."""
+        if self.registry is None:
+            raise RuntimeError("clients are created once the service has started")
+        client = await connect_client(
+            self.registry, service, stub_factory, caller=self.name, **options
+        )
+        self._clients.append(client)
+        return client
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def info(self) -> InstanceInfo:
+        """This instance's registry record."""
+        if self.registration is None:
+            raise RuntimeError("not registered")
+        return self.registration.info
+
+    async def start(self) -> None:
+        """Connect, serve, register SERVING; raises if any step fails."""
+        s = self.settings
+        self.nats = await connect_nats(s.nats_url, name=f"{self.name}/{s.instance_id}")
+        self.registry = await Registry.open(self.nats, s.registry_bucket, s.registry_ttl)
+        self._metrics_server = start_metrics_server(s.host, s.metrics_port)
+        self.metrics_port = int(self._metrics_server.server_port)
+        self.server = RpcServer(
+            self.name,
+            host=s.host,
+            port=s.grpc_port,
+            layers=self.layers,
+            access_log=s.access_log,
+            slow_call_seconds=s.slow_call_seconds,
+        )
+        for register, servicer, full_name in self._servicers:
+            self.server.add(register, servicer, full_name)
+        port = await self.server.start()
+        for hook in self._on_start:
+            await hook(self)
+        info = InstanceInfo(
+            service=self.name,
+            instance_id=s.instance_id,
+            host=s.host,
+            grpc_port=port,
+            metrics_port=self.metrics_port,
+            zone=s.zone,
+            version=s.version,
+            status=InstanceStatus.SERVING,
+            pid=os.getpid(),
+            started_at=time.time(),
+        )
+        self.registration = Registration(self.registry, info, s.heartbeat_interval)
+        await self.registration.start()
+        _log.info(
+            "service.started", service=self.name, grpc_port=port, metrics_port=self.metrics_port
+        )
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop taking calls, finish in-flight ones (up to ``timeout`` s), deregister."""
+        timeout = self.settings.drain_timeout if timeout is None else timeout
+        started = time.monotonic()
+        _log.info("service.draining", service=self.name, timeout=timeout)
+        if self.registration is not None:
+            try:
+                await self.registration.set_status(InstanceStatus.DRAINING)
+            except Exception as exc:  # NATS gone: the TTL deregisters us anyway
+                _log.warning("service.drain_publish_failed", error=str(exc))
+            await asyncio.sleep(self.settings.drain_propagation)
+        if self.server is not None:
+            await self.server.drain(max(timeout - (time.monotonic() - started), 0.0))
+        for hook in self._on_stop:
+            try:
+                await hook(self)
+            except Exception:
+                _log.exception("service.stop_hook_failed", service=self.name)
+        if self.registration is not None:
+            await self.registration.close()
+            self.registration = None
+        await self.close()
+        _log.info(
+            "service.drained", service=self.name, seconds=round(time.monotonic() - started, 3)
+        )
+
+    async def close(self) -> None:
+        """Release clients, the server and NATS at once (idempotent)."""
+        for client in self._clients:
+            await client.close()
+        self._clients = []
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+        if self.registration is not None:
+            await self.registration.close()
+            self.registration = None
+        if self.nats is not None:
+            nc, self.nats = self.nats, None
+            try:
+                await asyncio.wait_for(nc.drain(), timeout=2)
+            except Exception:
+                await nc.close()
+        if self._metrics_server is not None:
+            server, self._metrics_server = self._metrics_server, None
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
+        self.stopped.set()

@@ -1,0 +1,100 @@
+"""The echo service: a real cellwork service for tests, benchmarks and smoke checks.
+
+``cellwork serve cellwork.testing.echo`` runs it. Environment knobs (all optional):
+``CELLWORK_ECHO_DELAY_MS`` adds latency to every call; ``CELLWORK_ECHO_IGNORE_SIGTERM=1``
+makes the instance ignore SIGTERM (to test the supervisor's escalation);
+``CELLWORK_ECHO_RELAY_TO`` names the service ``Relay`` calls (default ``echo``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from grpc import aio
+from pydantic_settings import SettingsConfigDict
+
+from cellwork import errors
+from cellwork.config.settings import ServiceSettings
+from cellwork.rpc.client import Client
+from cellwork.rpc.context import current_call
+from cellwork.service import Service
+from cellwork.testing.v1 import echo_pb2, echo_pb2_grpc
+
+SERVICE_NAME = "echo"
+PROTO_NAME = "cellwork.testing.v1.Echo"
+
+
+class EchoSettings(ServiceSettings):
+    """Echo's own knobs on top of the common settings."""
+
+    model_config = SettingsConfigDict(env_prefix="CELLWORK_", extra="ignore")
+
+    echo_delay_ms: float = 0.0
+    echo_ignore_sigterm: bool = False
+    echo_relay_to: str = SERVICE_NAME
+
+
+class EchoServicer(echo_pb2_grpc.EchoServicer):
+    """Echoes payloads and reports what the server saw of the call."""
+
+    def __init__(self, instance_id: str, delay_ms: float = 0.0) -> None:
+        self.instance_id = instance_id
+        self.delay_ms = delay_ms
+        self.relay: Client[echo_pb2_grpc.EchoStub] | None = None
+
+    def _seen(self, payload: bytes) -> echo_pb2.EchoResponse:
+        call = current_call()
+        remaining = call.time_remaining() if call is not None else None
+        return echo_pb2.EchoResponse(
+            payload=payload,
+            instance_id=self.instance_id,
+            deadline_remaining_ms=(remaining or 0.0) * 1000.0,
+            request_id=call.request_id if call else "",
+            trace_id=call.trace.trace_id if call else "",
+        )
+
+    async def Echo(self, request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
+        response = self._seen(request.payload)
+        delay = self.delay_ms + request.delay_ms
+        if delay > 0:
+            await asyncio.sleep(delay / 1000.0)
+        return response
+
+    async def Relay(self, request: echo_pb2.RelayRequest, context: Any) -> echo_pb2.EchoResponse:
+        if self.relay is None:
+            raise errors.Unavailable("relay client not started")
+        if request.wait_ms:
+            await asyncio.sleep(request.wait_ms / 1000.0)
+        response: echo_pb2.EchoResponse = await self.relay.call("Echo", request.inner)
+        return response
+
+    async def Fail(self, request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
+        name = request.payload.decode(errors="replace")
+        error = getattr(errors, name, None)
+        if isinstance(error, type) and issubclass(error, errors.CellworkError):
+            raise error(f"echo raised {name}")
+        raise RuntimeError(f"unexpected failure {name!r}")
+
+
+def create_service(settings: ServiceSettings) -> Service:
+    """Composition root of the echo service."""
+    echo_settings = EchoSettings(**settings.model_dump())
+    service = Service(SERVICE_NAME, echo_settings)
+    servicer = EchoServicer(echo_settings.instance_id, echo_settings.echo_delay_ms)
+    service.add_grpc(echo_pb2_grpc.add_EchoServicer_to_server, servicer, PROTO_NAME)
+
+    @service.on_start
+    async def connect_relay(svc: Service) -> None:
+        servicer.relay = await svc.client(echo_settings.echo_relay_to, echo_pb2_grpc.EchoStub)
+        if echo_settings.echo_ignore_sigterm:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    return service
+
+
+def echo_stub(channel: aio.Channel) -> echo_pb2_grpc.EchoStub:
+    """Stub factory for clients of the echo service."""
+    return echo_pb2_grpc.EchoStub(channel)
