@@ -36,5 +36,5 @@ def configure_logging(level: str = "info", **static: Any) -> None:
 
 
 def get_logger(name: str) -> Any:
-    """Return a structlog logger whose events carry ``logger=name``."""
-    return structlog.get_logger(logger=name)
+    """Return a lazily configured structlog logger whose events carry ``component=name``."""
+    return structlog.get_logger(component=name)

@@ -1,0 +1,13 @@
+"""Test helpers for cellwork services: real servers, never stand-ins.
+
+- ``NatsServer`` runs a real ``nats-server`` with JetStream on a free port.
+- ``start_service`` runs a service in-process (real gRPC, real registry).
+- ``cellwork.testing.pytest_plugin`` provides the ``nats_server`` and ``registry``
+  fixtures: add ``pytest_plugins = ["cellwork.testing.pytest_plugin"]`` to a conftest.
+- ``cellwork.testing.echo`` is a small real service to call.
+"""
+
+from cellwork.runtime.nats_server import NatsServer, free_port
+from cellwork.testing.services import start_service
+
+__all__ = ["NatsServer", "free_port", "start_service"]

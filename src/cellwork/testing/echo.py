@@ -80,7 +80,9 @@ class EchoServicer(echo_pb2_grpc.EchoServicer):
 
 def create_service(settings: ServiceSettings) -> Service:
     """Composition root of the echo service."""
-    echo_settings = EchoSettings(**settings.model_dump())
+    echo_settings = (
+        settings if isinstance(settings, EchoSettings) else EchoSettings(**settings.model_dump())
+    )
     service = Service(SERVICE_NAME, echo_settings)
     servicer = EchoServicer(echo_settings.instance_id, echo_settings.echo_delay_ms)
     service.add_grpc(echo_pb2_grpc.add_EchoServicer_to_server, servicer, PROTO_NAME)

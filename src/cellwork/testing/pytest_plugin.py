@@ -1,0 +1,29 @@
+"""pytest fixtures: a real ``nats-server`` per test, and a registry bound to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from cellwork.discovery.registry import Registry, connect_nats
+from cellwork.runtime.nats_server import NatsServer
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A fresh nats-server with JetStream (file storage) on a free port."""
+    with NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+@pytest_asyncio.fixture
+async def registry(nats_server: NatsServer) -> AsyncIterator[Registry]:
+    """The registry bucket on ``nats_server``, with a 3 s TTL."""
+    nc = await connect_nats(nats_server.url, name="test-registry")
+    try:
+        yield await Registry.open(nc, "cellwork_registry", 3.0)
+    finally:
+        await nc.close()

@@ -1,0 +1,1 @@
+pytest_plugins = ["cellwork.testing.pytest_plugin"]

@@ -1,0 +1,57 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cellwork.runtime.slots import Slot, restart_delay
+
+
+class Alive:
+    returncode = None
+
+
+def slot(**kw):
+    s = Slot("echo", 1, "m", {}, **kw)
+    s.process = Alive()
+    return s
+
+
+def test_restart_delay_doubles_from_the_base_up_to_the_cap():
+    assert [restart_delay(n, 0.5, 4.0) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+@given(st.integers(1, 10_000), st.floats(0.01, 5), st.floats(5, 300))
+def test_restart_delay_is_bounded_and_monotonic(n, base, cap):
+    assert base <= restart_delay(n, base, cap) <= cap
+    assert restart_delay(n + 1, base, cap) >= restart_delay(n, base, cap)
+
+
+def test_instance_that_never_became_healthy_is_hung_after_the_startup_timeout():
+    s = slot(started_at=100.0)
+    assert not s.hung(120.0, hang_timeout=5, startup_timeout=30)
+    assert s.hung(131.0, hang_timeout=5, startup_timeout=30)
+
+
+def test_instance_that_stopped_answering_is_hung_after_the_hang_timeout():
+    s = slot(started_at=100.0, last_healthy=110.0, serving_since=101.0)
+    assert not s.hung(114.0, hang_timeout=5, startup_timeout=30)
+    assert s.hung(115.5, hang_timeout=5, startup_timeout=30)
+
+
+def test_a_stopping_or_dead_instance_is_never_hung():
+    assert not slot(started_at=0.0, stopping=True).hung(1000.0, 5, 30)
+    dead = Slot("echo", 0, "m", {})
+    assert not dead.hung(1000.0, 5, 30)
+
+
+def test_status_row_has_every_field_the_cli_prints():
+    row = slot(started_at=10.0, pid=42, host="h", grpc_port=1, metrics_port=2).describe(15.0, 0)
+    assert row == {
+        "service": "echo",
+        "id": "echo-1",
+        "pid": 42,
+        "host": "h",
+        "grpc_port": 1,
+        "metrics_port": 2,
+        "status": "STOPPED",
+        "restarts": 0,
+        "uptime": 5.0,
+    }
