@@ -416,8 +416,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived outside the event loop (starting or stopping the cell)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     allowed = sorted(os.sched_getaffinity(0))
     args.pin_enabled = bool(args.pin) and len(allowed) >= 2
     args.client_cpus = {allowed[0]}
@@ -438,10 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             cell.start()
             uvloop.run(bench(args, cell))
-        except (KeyboardInterrupt, asyncio.CancelledError):
+        except (KeyboardInterrupt, Terminated, asyncio.CancelledError):
             print("interrupted", file=sys.stderr)
             return 130
         finally:
+            signal.signal(signal.SIGTERM, _on_sigterm)  # the loop reset it on close
             cell.stop()
     return 0
 

@@ -46,8 +46,9 @@ class Service:
     """One running instance: gRPC server, registry entry, metrics, clients, hooks."""
 
     def __init__(self, name: str, settings: ServiceSettings | None = None) -> None:
-        self.name = name
         self.settings = settings or ServiceSettings()
+        # The name the cell (or deployment) gives the service wins over the module's own.
+        self.name = self.settings.service or name
         self.layers: list[Layer] = []
         self._servicers: list[tuple[RegisterFn, Any, str]] = []
         self._on_start: list[Hook] = []

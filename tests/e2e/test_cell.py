@@ -1,0 +1,220 @@
+"""The local cell with real processes: self-healing, scaling, draining, the CLI."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cellwork.runtime.cellfile import CellSpec
+from cellwork.runtime.supervisor import Supervisor
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "cellwork"]
+
+
+def make_spec(tmp_path: Path, **services) -> CellSpec:
+    return CellSpec.model_validate(
+        {
+            "name": "t",
+            "state_dir": str(tmp_path / "state"),
+            "supervisor": {
+                "health_interval": 0.25,
+                "hang_timeout": 2.0,
+                "startup_timeout": 20.0,
+                "restart_backoff_base": 0.2,
+                "stop_grace": 2.0,
+            },
+            "services": services or {"echo": {"module": "cellwork.testing.echo", "replicas": 2}},
+        }
+    )
+
+
+def serving(sup: Supervisor, service: str = "echo", n: int | None = None) -> bool:
+    rows = [r for r in sup.status() if r["service"] == service]
+    return (
+        bool(rows) and all(r["status"] == "SERVING" for r in rows) and (n is None or len(rows) == n)
+    )
+
+
+@pytest.fixture
+async def cell(tmp_path):
+    sups = []
+
+    async def start(spec: CellSpec) -> Supervisor:
+        sup = Supervisor(spec)
+        sup.task = asyncio.create_task(sup.run())
+        sups.append(sup)
+        await asyncio.wait_for(sup.started.wait(), 15)
+        return sup
+
+    yield start
+    for sup in sups:
+        if not sup.task.done():
+            sup.post("signal", signal.SIGTERM)
+            await asyncio.wait_for(sup.task, 20)
+
+
+def pids(sup: Supervisor) -> set[int]:
+    return {r["pid"] for r in sup.status() if r["pid"]}
+
+
+async def test_a_killed_instance_is_replaced_and_serving_within_five_seconds(tmp_path, cell):
+    sup = await cell(make_spec(tmp_path))
+    await sup.wait_until(lambda s: serving(s, n=2), 20)
+    victim = sup.status()[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    await sup.wait_until(
+        lambda s: serving(s, n=2) and s.status()[0]["pid"] not in (None, victim["pid"]), 10
+    )
+    assert time.monotonic() - killed < 5.0
+    row = sup.status()[0]
+    assert row["restarts"] == 1 and row["id"] == victim["id"]
+
+
+async def test_a_hung_instance_is_killed_and_replaced(tmp_path, cell):
+    sup = await cell(make_spec(tmp_path))
+    await sup.wait_until(lambda s: serving(s, n=2), 20)
+    victim = sup.status()[1]
+    os.kill(victim["pid"], signal.SIGSTOP)  # alive, but answers nothing: hung
+    try:
+        await sup.wait_until(lambda s: s.status()[1]["restarts"] == 1 and serving(s, n=2), 15)
+    finally:
+        if psutil.pid_exists(victim["pid"]):
+            os.kill(victim["pid"], signal.SIGKILL)
+    assert not psutil.pid_exists(victim["pid"]) or (
+        psutil.Process(victim["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
+    assert sup.status()[1]["pid"] != victim["pid"]
+
+
+async def test_cli_status_and_scale_act_on_the_running_cell(tmp_path, cell):
+    sup = await cell(make_spec(tmp_path))
+    await sup.wait_until(lambda s: serving(s, n=2), 20)
+    state = ["--state-dir", str(sup.state_dir)]
+
+    async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run, [*CLI, *args, *state], capture_output=True, text=True, timeout=30
+        )
+
+    shown = await cli("status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    rows = json.loads(shown.stdout)["instances"]
+    assert {r["id"] for r in rows} == {"echo-0", "echo-1"}
+    assert set(rows[0]) == {
+        "service", "id", "pid", "host", "grpc_port", "metrics_port", "status", "restarts", "uptime",
+    }  # fmt: skip
+    assert all(r["status"] == "SERVING" and r["grpc_port"] > 0 for r in rows)
+
+    before = pids(sup)
+    up = await cli("scale", "echo", "3")
+    assert up.returncode == 0, up.stderr
+    await sup.wait_until(lambda s: serving(s, n=3), 20)
+    assert before < pids(sup)  # the first two kept running: no restart
+
+    down = await cli("scale", "echo", "1")
+    assert down.returncode == 0, down.stderr
+    await sup.wait_until(lambda s: serving(s, n=1), 20)
+    gone = pids(sup) ^ before | (before - pids(sup))
+    await asyncio.sleep(0.5)
+    assert [p for p in gone - pids(sup) if psutil.pid_exists(p)] == []
+
+    unknown = await cli("scale", "nope", "2")
+    assert unknown.returncode != 0 and "unknown service" in unknown.stderr
+
+
+async def test_draining_the_cell_leaves_no_process_behind(tmp_path, cell):
+    spec = make_spec(
+        tmp_path,
+        echo={"module": "cellwork.testing.echo", "replicas": 2},
+        stubborn={
+            "module": "cellwork.testing.echo",
+            "replicas": 1,
+            "env": {"CELLWORK_ECHO_IGNORE_SIGTERM": "1"},
+        },
+    )
+    sup = await cell(spec)
+    await sup.wait_until(lambda s: serving(s, "echo", 2) and serving(s, "stubborn", 1), 20)
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert len(children) >= 4  # nats-server and three instances
+    started = time.monotonic()
+    sup.post("signal", signal.SIGINT)
+    await asyncio.wait_for(sup.task, 20)
+    # The stubborn one ignores SIGTERM: it is killed after the 2 s grace, no later.
+    assert time.monotonic() - started < 2.0 + 3.0
+    await asyncio.sleep(0.2)
+    left = [
+        p
+        for p in children
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert left == []
+    assert not (sup.state_dir / "cell.json").exists()
+
+
+async def test_an_idle_instance_stays_under_80_mb(tmp_path, cell):
+    sup = await cell(make_spec(tmp_path, echo={"module": "cellwork.testing.echo", "replicas": 1}))
+    await sup.wait_until(lambda s: serving(s, n=1), 20)
+    await asyncio.sleep(2)
+    rss = psutil.Process(sup.status()[0]["pid"]).memory_info().rss
+    print(f"idle echo instance RSS: {rss / 2**20:.1f} MiB")
+    assert rss < 80 * 2**20
+
+
+def test_cellwork_up_runs_the_learnfeed_cell_until_ctrl_c(tmp_path):
+    """What `make up` runs, through the real CLI, from a clean working directory."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cell_file = REPO / "src/learnfeed/cell.yaml"
+    up = subprocess.Popen(
+        [*CLI, "up", "-f", str(cell_file), "--demo"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        rows: list[dict] = []
+        while time.monotonic() < deadline:
+            shown = subprocess.run(
+                [*CLI, "status", "--json", "-f", str(cell_file)],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            if shown.returncode == 0:
+                rows = json.loads(shown.stdout)["instances"]
+                if rows and all(r["status"] == "SERVING" for r in rows):
+                    break
+            time.sleep(0.5)
+        assert rows and all(r["status"] == "SERVING" for r in rows), rows
+        table = subprocess.run(
+            [*CLI, "status", "-f", str(cell_file)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert "SERVING" in table.stdout
+        children = {p.pid for p in psutil.Process(up.pid).children(recursive=True)}
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=30)
+        assert up.returncode == 0, output
+        assert "supervisor.stopped" in output
+        assert [p for p in children if psutil.pid_exists(p)] == []
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
