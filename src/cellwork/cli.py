@@ -51,7 +51,7 @@ def up(
         spec = load_cell(file)
     except CellFileError as exc:
         raise _fail(str(exc), 2) from None
-    configure_logging("info", cell=spec.name)
+    configure_logging("info", pretty=sys.stderr.isatty(), cell=spec.name)
     supervisor = Supervisor(spec, nats_url=nats_url)
     if demo:
         for service in spec.services.values():

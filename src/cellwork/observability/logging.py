@@ -11,11 +11,12 @@ import structlog
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
-def configure_logging(level: str = "info", **static: Any) -> None:
+def configure_logging(level: str = "info", *, pretty: bool = False, **static: Any) -> None:
     """Send JSON events to stderr at ``level`` or above, each carrying ``static`` fields.
 
     ``static`` is typically service and instance; per-call fields (request id,
-    trace id) are passed where the event is logged.
+    trace id) are passed where the event is logged. ``pretty`` renders aligned
+    console lines instead of JSON, for a person watching a terminal.
     """
     threshold = _LEVELS.get(level.lower(), logging.INFO)
     processors: list[Any] = [
@@ -23,7 +24,7 @@ def configure_logging(level: str = "info", **static: Any) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
-        structlog.processors.JSONRenderer(),
+        structlog.dev.ConsoleRenderer() if pretty else structlog.processors.JSONRenderer(),
     ]
     structlog.configure(
         processors=processors,
