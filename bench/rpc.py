@@ -10,7 +10,7 @@ both alike:
               round-robin between the two stubs: ``await stub.Echo(req, timeout=5)``
     cellwork  ``connect_client(registry, "echo", echo_stub)``:
               ``await client.call("Echo", req, timeout=5.0)`` (balancer pick,
-              deadline, request id / traceparent / caller metadata, metrics)
+              deadline, traceparent metadata, metrics)
 
 Each run: ``--concurrency`` worker coroutines loop calls for ``--warmup``
 seconds (not recorded), then ``--duration`` seconds recorded (every answer's
@@ -87,6 +87,7 @@ class RunResult:
     seconds: float
     latencies: list[float]
     errors: int
+    cpu_seconds: float  # CPU time of the bench process (all threads) in the window
     first_error: str = ""
 
     @property
@@ -96,6 +97,10 @@ class RunResult:
     @property
     def calls_per_s(self) -> float:
         return self.calls / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        return self.cpu_seconds / self.calls * 1e6 if self.calls else float("nan")
 
     def quantile_ms(self, q: float) -> float:
         return percentile(self.latencies, q) * 1000.0
@@ -111,6 +116,7 @@ class ModeSummary:
     p99_ms: float
     errors: int
     calls: int
+    cpu_us_per_call: float
 
     @classmethod
     def of(cls, mode: str, runs: Sequence[RunResult]) -> ModeSummary:
@@ -121,6 +127,7 @@ class ModeSummary:
             p99_ms=statistics.median(r.quantile_ms(0.99) for r in runs),
             errors=sum(r.errors for r in runs),
             calls=sum(r.calls for r in runs),
+            cpu_us_per_call=statistics.median(r.cpu_us_per_call for r in runs),
         )
 
 
@@ -171,10 +178,10 @@ async def run_load(
     try:
         await asyncio.sleep(warmup)
         state.recording = True
-        window_start = perf_counter()
+        window_start, cpu_start = perf_counter(), time.process_time()
         await asyncio.sleep(duration)
         state.recording = False
-        seconds = perf_counter() - window_start
+        seconds, cpu_seconds = perf_counter() - window_start, time.process_time() - cpu_start
         state.stop = True
         async with asyncio.timeout(15):  # every call has a 5 s deadline
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -183,7 +190,7 @@ async def run_load(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     state.latencies.sort()
-    return RunResult(mode, seconds, state.latencies, state.errors, state.first_error)
+    return RunResult(mode, seconds, state.latencies, state.errors, cpu_seconds, state.first_error)
 
 
 # --- processes ----------------------------------------------------------------
@@ -365,7 +372,8 @@ async def bench(args: argparse.Namespace, cell: Cell) -> None:
                 print(
                     f"round {round_no}/{args.rounds} {mode:<8} "
                     f"{run.calls_per_s:>9.0f} calls/s  p50 {run.quantile_ms(0.5):.3f} ms  "
-                    f"p99 {run.quantile_ms(0.99):.3f} ms  errors {run.errors}"
+                    f"p99 {run.quantile_ms(0.99):.3f} ms  errors {run.errors}  "
+                    f"client CPU {run.cpu_us_per_call:.0f} us/call"
                     + (f"  (first: {run.first_error})" if run.first_error else ""),
                     flush=True,
                 )
@@ -379,6 +387,11 @@ async def bench(args: argparse.Namespace, cell: Cell) -> None:
             f"payload {args.payload_bytes} B, 2 echo instances"
         )
         print_table(summaries)
+        print(
+            f"client CPU per call (bench process, all threads): raw {raw.cpu_us_per_call:.0f} us, "
+            f"cellwork {cw.cpu_us_per_call:.0f} us "
+            f"({cw.cpu_us_per_call - raw.cpu_us_per_call:+.0f} us)"
+        )
         print(f"cellwork adds {cw.p50_ms - raw.p50_ms:.3f} ms at p50")
         ratio = cw.calls_per_s / raw.calls_per_s if raw.calls_per_s > 0 else float("nan")
         print(f"cellwork/raw calls/s ratio: {ratio:.2f}")

@@ -53,7 +53,7 @@ async def test_a_hop_with_no_time_left_fails_with_deadline_exceeded(client):
 async def test_request_id_and_trace_id_travel_with_the_call(client):
     from cellwork.rpc.context import reset_current_call, root_context, set_current_call
 
-    parent = root_context(timeout=2.0)
+    parent = root_context(timeout=2.0, request_id="edge-request-1")
     token = set_current_call(parent)
     try:
         reply = await client.call("Relay", echo_pb2.RelayRequest(inner=echo_pb2.EchoRequest()))
@@ -62,6 +62,11 @@ async def test_request_id_and_trace_id_travel_with_the_call(client):
     assert reply.request_id == parent.request_id
     assert reply.trace_id == parent.trace.trace_id
     assert 0 < reply.deadline_remaining_ms <= wire_slack(2000)
+
+
+async def test_a_root_call_uses_its_trace_id_as_request_id(client):
+    reply = await client.call("Echo", echo_pb2.EchoRequest())
+    assert len(reply.trace_id) == 32 and reply.request_id == reply.trace_id
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ def test_expired_parent_leaves_no_time():
 
 
 def test_root_context_has_fresh_ids_and_deadline():
-    a, b = root_context(1.0), root_context()
+    a, b = root_context(1.0), root_context(request_id="from-the-edge")
     assert a.request_id != b.request_id and a.trace.trace_id != b.trace.trace_id
+    assert a.request_id == a.trace.trace_id and b.request_id == "from-the-edge"
     assert 0.9 < a.time_remaining() <= 1.0
     assert b.time_remaining() is None
 

@@ -64,10 +64,15 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
-def root_context(timeout: float | None = None) -> CallContext:
-    """A context for a call that starts here (no incoming call to inherit from)."""
+def root_context(timeout: float | None = None, request_id: str | None = None) -> CallContext:
+    """A context for a call that starts here (no incoming call to inherit from).
+
+    Without a ``request_id`` (an edge passes the client's ``X-Request-Id``) the
+    request id is the trace id, so one header carries both.
+    """
     deadline = time.monotonic() + timeout if timeout is not None else None
-    return CallContext(new_request_id(), new_trace(), "", deadline)
+    trace = new_trace()
+    return CallContext(request_id or trace.trace_id, trace, "", deadline)
 
 
 def effective_timeout(requested: float | None, parent: CallContext | None) -> float | None:

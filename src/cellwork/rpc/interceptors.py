@@ -31,7 +31,6 @@ from cellwork.rpc.context import (
     TRACEPARENT_HEADER,
     CallContext,
     deadline_from_remaining,
-    new_request_id,
     reset_current_call,
     set_current_call,
 )
@@ -64,9 +63,11 @@ def _call_context(context: aio.ServicerContext[Any, Any]) -> CallContext:
             trace = parse_traceparent(str(value))
         elif key == CALLER_HEADER:
             caller = str(value)[:128]
+    if trace is None:
+        trace = new_trace()
     return CallContext(
-        request_id or new_request_id(),
-        trace.child() if trace is not None else new_trace(),
+        request_id or trace.trace_id,  # a root call's request id is its trace id
+        trace.child(),
         caller,
         deadline_from_remaining(context.time_remaining()),
     )
