@@ -9,7 +9,6 @@ caller had left.
 from __future__ import annotations
 
 import contextvars
-import os
 import time
 from dataclasses import dataclass
 
@@ -57,11 +56,6 @@ def set_current_call(ctx: CallContext | None) -> contextvars.Token[CallContext |
 def reset_current_call(token: contextvars.Token[CallContext | None]) -> None:
     """Restore the call context that was current before ``set_current_call``."""
     _current.reset(token)
-
-
-def new_request_id() -> str:
-    """Return a fresh random request id (32 hex digits)."""
-    return os.urandom(16).hex()
 
 
 def root_context(timeout: float | None = None, request_id: str | None = None) -> CallContext:
