@@ -20,16 +20,22 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from grpc import aio
 from nats.aio.client import Client as NatsClient
+from nats.js.client import JetStreamContext
+from starlette.types import ASGIApp
 
 from cellwork.config.settings import ServiceSettings
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.discovery.registry import Registration, Registry, connect_nats
+from cellwork.events.consumer import Consumer, Handler
+from cellwork.events.publisher import Publisher
+from cellwork.events.streams import StreamSpec, ensure_streams
+from cellwork.gateway.http import HttpServer
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import start_metrics_server
 from cellwork.rpc.client import Client, connect_client
@@ -38,6 +44,7 @@ from cellwork.rpc.server import RegisterFn, RpcServer
 
 StubT = TypeVar("StubT")
 Hook = Callable[["Service"], Awaitable[None]]
+Job = Callable[["Service"], Coroutine[Any, Any, None]]
 
 _log = get_logger("cellwork.service")
 
@@ -61,6 +68,14 @@ class Service:
         self.metrics_port = 0
         self._metrics_server: WSGIServer | None = None
         self.stopped = asyncio.Event()
+        self.streams: list[StreamSpec] = []
+        self._consumer_specs: list[tuple[Handler, dict[str, Any]]] = []
+        self.consumers: list[Consumer] = []
+        self.publisher: Publisher | None = None
+        self._http_specs: list[tuple[ASGIApp, int, dict[str, Any]]] = []
+        self.http_servers: list[HttpServer] = []
+        self._jobs: list[Job] = []
+        self._job_tasks: list[asyncio.Task[None]] = []
 
     # -- declaring ---------------------------------------------------------------
 
@@ -68,10 +83,46 @@ class Service:
         """Serve ``servicer`` (registered with its generated ``add_*_to_server``)."""
         self._servicers.append((register, servicer, full_name))
 
+    def add_streams(self, *specs: StreamSpec) -> None:
+        """Ensure these JetStream streams exist (created or updated) on start."""
+        self.streams.extend(specs)
+
+    def consume(
+        self, *, stream: str, durable: str, subject: str, **options: Any
+    ) -> Callable[[Handler], Handler]:
+        """Declare an event handler on a durable consumer (a group across instances).
+
+        The handler's return acks the message; raising redelivers it, up to
+        ``max_deliver`` times, then dead-letters it. Options go to ``Consumer``.
+        """
+
+        def register(handler: Handler) -> Handler:
+            spec = {"stream": stream, "durable": durable, "subject": subject, **options}
+            self._consumer_specs.append((handler, spec))
+            return handler
+
+        return register
+
+    def add_http(self, app: ASGIApp, port: int, **options: Any) -> None:
+        """Serve an ASGI app on ``port`` (shared with sibling instances via SO_REUSEPORT)."""
+        self._http_specs.append((app, port, options))
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context (after start)."""
+        if self.nats is None:
+            raise RuntimeError("JetStream is available once the service has started")
+        return self.nats.jetstream()
+
     def on_start(self, hook: Hook) -> Hook:
         """Run ``await hook(service)`` after connecting, before registering SERVING."""
         self._on_start.append(hook)
         return hook
+
+    def background(self, job: Job) -> Job:
+        """Run ``await job(service)`` as a task from start until drain (then cancelled)."""
+        self._jobs.append(job)
+        return job
 
     def on_stop(self, hook: Hook) -> Hook:
         """Run ``await hook(service)`` once in-flight calls are finished, on drain."""
@@ -105,6 +156,10 @@ class Service:
         self.nats = await connect_nats(s.nats_url, name=f"{self.name}/{s.instance_id}")
         self.registry = await Registry.open(self.nats, s.registry_bucket, s.registry_ttl)
         self._metrics_server = start_metrics_server(s.host, s.metrics_port)
+        if self.streams:
+            await ensure_streams(self.js, tuple(self.streams))
+        self.publisher = Publisher(self.js)
+        self.publisher.start()
         self.metrics_port = int(self._metrics_server.server_port)
         self.server = RpcServer(
             self.name,
@@ -119,6 +174,16 @@ class Service:
         port = await self.server.start()
         for hook in self._on_start:
             await hook(self)
+        for job in self._jobs:
+            self._job_tasks.append(asyncio.create_task(self._run_job(job)))
+        for handler, spec in self._consumer_specs:
+            consumer = Consumer(self.js, handler=handler, **spec)
+            await consumer.start()
+            self.consumers.append(consumer)
+        for app, http_port, options in self._http_specs:
+            server = HttpServer(app, s.host, http_port, **options)
+            self.http_servers.append(server)
+            await server.start()
         info = InstanceInfo(
             service=self.name,
             instance_id=s.instance_id,
@@ -148,13 +213,24 @@ class Service:
             except Exception as exc:  # NATS gone: the TTL deregisters us anyway
                 _log.warning("service.drain_publish_failed", error=str(exc))
             await asyncio.sleep(self.settings.drain_propagation)
-        if self.server is not None:
-            await self.server.drain(max(timeout - (time.monotonic() - started), 0.0))
+
+        def left() -> float:
+            return max(timeout - (time.monotonic() - started), 0.0)
+
+        await asyncio.gather(
+            *(http.drain(left()) for http in self.http_servers),
+            *([self.server.drain(left())] if self.server is not None else []),
+        )
+        await asyncio.gather(*(consumer.drain(left()) for consumer in self.consumers))
+        self.consumers = []
+        await self._cancel_jobs()
         for hook in self._on_stop:
             try:
                 await hook(self)
             except Exception:
                 _log.exception("service.stop_hook_failed", service=self.name)
+        if self.publisher is not None:
+            await self.publisher.drain(max(left(), 1.0))
         if self.registration is not None:
             await self.registration.close()
             self.registration = None
@@ -165,6 +241,16 @@ class Service:
 
     async def close(self) -> None:
         """Release clients, the server and NATS at once (idempotent)."""
+        await self._cancel_jobs()
+        for http in self.http_servers:
+            await http.close()
+        self.http_servers = []
+        for consumer in self.consumers:
+            await consumer.close()
+        self.consumers = []
+        if self.publisher is not None:
+            await self.publisher.close()
+            self.publisher = None
         for client in self._clients:
             await client.close()
         self._clients = []
@@ -185,3 +271,17 @@ class Service:
             await asyncio.to_thread(server.shutdown)
             server.server_close()
         self.stopped.set()
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            await job(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("service.job_failed", service=self.name, job=job.__name__)
+
+    async def _cancel_jobs(self) -> None:
+        tasks, self._job_tasks = self._job_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

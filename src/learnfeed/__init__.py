@@ -1,0 +1,1 @@
+"""learnfeed: the personalized learning feed, the reference backend built on cellwork."""

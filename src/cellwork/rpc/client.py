@@ -73,6 +73,10 @@ class Client(Generic[StubT]):
         self._metrics = metrics or client_metrics()
         self._on_close = on_close
 
+    def has_endpoints(self) -> bool:
+        """True when the registry lists at least one SERVING instance of the service."""
+        return any(endpoint.serving for endpoint in self.balancer.endpoints)
+
     async def call(
         self,
         method: str,

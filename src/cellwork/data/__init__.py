@@ -1,0 +1,6 @@
+"""data: async engines (SQLite by default, WAL mode) and ordered migrations."""
+
+from cellwork.data.engine import open_engine, sqlite_url
+from cellwork.data.migrations import Migration, migrate
+
+__all__ = ["Migration", "migrate", "open_engine", "sqlite_url"]

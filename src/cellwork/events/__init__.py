@@ -1,0 +1,15 @@
+"""events: durable streams, publishing with dedupe ids, consumer groups, dead letters."""
+
+from cellwork.events.consumer import Consumer, Delivery, Handler
+from cellwork.events.publisher import Publisher
+from cellwork.events.streams import DEAD_LETTER_STREAM, StreamSpec, ensure_streams
+
+__all__ = [
+    "DEAD_LETTER_STREAM",
+    "Consumer",
+    "Delivery",
+    "Handler",
+    "Publisher",
+    "StreamSpec",
+    "ensure_streams",
+]

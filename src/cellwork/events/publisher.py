@@ -1,0 +1,114 @@
+"""Publishing to JetStream with dedupe ids, awaited or batched in the background.
+
+``publish`` awaits the stream's acknowledgement (use it when the caller's answer
+depends on the event being stored). ``publish_soon`` queues the event and returns at
+once; a background task publishes what is queued without awaiting each ack in turn
+(acks of a batch are gathered), which is what a hot path wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from nats.js.client import JetStreamContext
+
+from cellwork.errors import ResourceExhausted, Unavailable
+from cellwork.observability.logging import get_logger
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+_log = get_logger("cellwork.events.publisher")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    subject: str
+    payload: bytes
+    msg_id: str
+
+
+class Publisher:
+    """Publishes events; owns one background task for queued ones (start/drain/close)."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        queue_size: int = 10_000,
+        batch: int = 256,
+        timeout: float = 5.0,
+    ) -> None:
+        self._js = js
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
+        self._batch = batch
+        self._timeout = timeout
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        self.failed = 0
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str) -> int:
+        """Publish and await the ack; returns the stream sequence. Raises Unavailable."""
+        try:
+            ack = await self._js.publish(
+                subject, payload, timeout=self._timeout, headers={MSG_ID_HEADER: msg_id}
+            )
+        except Exception as exc:
+            raise Unavailable(f"event stream did not acknowledge {subject}: {exc}") from exc
+        self.published += 1
+        return int(ack.seq)
+
+    def publish_soon(self, subject: str, payload: bytes, msg_id: str) -> None:
+        """Queue an event for the background task; raises ResourceExhausted when full."""
+        try:
+            self._queue.put_nowait(_Pending(subject, payload, msg_id))
+        except asyncio.QueueFull:
+            raise ResourceExhausted("event queue is full") from None
+
+    def start(self) -> None:
+        """Start the background publishing task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="cellwork-publisher")
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Publish what is queued (up to ``timeout`` s), then stop."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        if not self._queue.empty():
+            _log.warning("events.publish_dropped_on_drain", count=self._queue.qsize())
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the background task at once."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            results = await asyncio.gather(
+                *(self._publish_with_retry(p) for p in batch), return_exceptions=True
+            )
+            for _ in batch:
+                self._queue.task_done()
+            for pending, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    self.failed += 1
+                    _log.error("events.publish_failed", subject=pending.subject, error=str(result))
+
+    async def _publish_with_retry(self, pending: _Pending, attempts: int = 3) -> None:
+        # The dedupe id makes a retried publish safe: the stream stores it once.
+        for attempt in range(attempts):
+            try:
+                await self.publish(pending.subject, pending.payload, pending.msg_id)
+                return
+            except Unavailable:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.1 * 2**attempt)

@@ -1,0 +1,20 @@
+"""gateway kit: the HTTP edge. JWT auth, rate limits, aggregation with per-part deadlines,
+JSON errors, body limits, and an HTTP server that shares its port between instances."""
+
+from cellwork.gateway.aggregate import gather_parts
+from cellwork.gateway.auth import Claims, JwtCodec, JwtKeys
+from cellwork.gateway.http import BodyLimit, HttpServer, RequestContext, error_body, json_error
+from cellwork.gateway.ratelimit import TokenBucketLimiter
+
+__all__ = [
+    "BodyLimit",
+    "Claims",
+    "HttpServer",
+    "JwtCodec",
+    "JwtKeys",
+    "RequestContext",
+    "TokenBucketLimiter",
+    "error_body",
+    "gather_parts",
+    "json_error",
+]

@@ -1,0 +1,231 @@
+"""The HTTP edge's server and its fixed outer layers.
+
+``HttpServer`` runs an ASGI app on uvicorn (uvloop, httptools) in the service's
+own event loop, with the shared lifecycle (start / drain / close). Its socket is
+bound with SO_REUSEPORT so several instances of the gateway (or push) share one
+port and the kernel spreads connections over them. ``BodyLimit`` answers 413 for
+bodies over the limit before the app reads them; ``json_error`` renders the one
+error shape of the public contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cellwork.observability.logging import get_logger
+from cellwork.rpc.context import reset_current_call, root_context, set_current_call
+
+_log = get_logger("cellwork.gateway.http")
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The contract's error document: ``{"error": {"code": ..., "message": ...}}``."""
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
+def json_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """An error response in the contract's shape."""
+    return Response(
+        error_body(code, message), status, headers=headers, media_type="application/json"
+    )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: requests with bodies over ``max_bytes`` get 413, unread."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > self.max_bytes:
+                    await self._too_large(scope, receive, send)
+                    return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = json_error(
+            413,
+            "payload_too_large",
+            f"request body is over {self.max_bytes} bytes",
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the service's runtime owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
+    """A listening TCP socket; SO_REUSEPORT lets sibling instances bind the same port."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class HttpServer:
+    """Serves an ASGI app on uvicorn inside the running loop."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = True,
+        ws_max_size: int = 65536,
+        ws_ping_interval: float | None = 20.0,
+        graceful_timeout: float = 10.0,
+        **options: Any,
+    ) -> None:
+        self.host, self.port = host, port
+        self._reuse_port = reuse_port
+        self._config = uvicorn.Config(
+            app,
+            lifespan="off",
+            http="httptools",
+            ws="websockets",
+            log_config=None,
+            log_level=logging.WARNING,
+            access_log=False,
+            ws_max_size=ws_max_size,
+            ws_ping_interval=ws_ping_interval,
+            timeout_graceful_shutdown=int(graceful_timeout),
+            server_header=False,
+            **options,
+        )
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Bind and serve; returns the port (useful when asked for port 0)."""
+        sock = bind_socket(self.host, self.port, self._reuse_port)
+        self.port = int(sock.getsockname()[1])
+        self._server = _EmbeddedServer(self._config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http")
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # raises what stopped it
+                raise RuntimeError("HTTP server stopped during start")
+            await asyncio.sleep(0.01)
+        _log.info("http.serving", host=self.host, port=self.port)
+        return self.port
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout`` s), close."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            _log.warning("http.drain_timeout", port=self.port)
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop at once."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        self._server.force_exit = True
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(self._task, 5)
+        self._server = None
+        self._task = None
+
+
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContext:
+    """ASGI middleware: each HTTP request becomes a root call context.
+
+    The client's ``X-Request-Id`` (when well-formed) becomes the request id of
+    every gRPC call made for it, and is echoed back; the whole request shares one
+    deadline of ``timeout`` seconds, passed on to every hop.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and _REQUEST_ID.match(value):
+                given = value.decode()
+                break
+        ctx = root_context(self.timeout, given)
+        token = set_current_call(ctx)
+        header = (b"x-request-id", ctx.request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            reset_current_call(token)

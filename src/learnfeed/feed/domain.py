@@ -1,0 +1,62 @@
+"""Feed's rules: when to ask for a refresh, when a version is stale."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+def refresh_id(user_id: str, now: float, window: float) -> str:
+    """The dedupe id of a refresh asked for at ``now``: one per user per window.
+
+    Every feed instance derives the same id for the same window, so the stream's
+    duplicate detection coalesces across instances, not only within one.
+    """
+    return f"refresh.{user_id}.{int(now // window)}"
+
+
+class RefreshCoalescer:
+    """Remembers which users had a refresh asked for in the current window.
+
+    Answers locally what the stream would dedupe anyway, so a hot user's reads do
+    not cost a publish each. Bounded: forgets the oldest users past ``max_users``.
+    """
+
+    def __init__(self, window: float, max_users: int = 200_000) -> None:
+        self.window = window
+        self.max_users = max_users
+        self._asked: OrderedDict[str, int] = OrderedDict()
+
+    def should_request(self, user_id: str, now: float) -> str | None:
+        """The dedupe id to publish with, or None when this window already asked."""
+        bucket = int(now // self.window)
+        if self._asked.get(user_id) == bucket:
+            return None
+        self._asked.pop(user_id, None)
+        self._asked[user_id] = bucket
+        if len(self._asked) > self.max_users:
+            self._asked.popitem(last=False)
+        return refresh_id(user_id, now, self.window)
+
+
+class BurstCounter:
+    """Counts a user's interactions; says when ``threshold`` of them make a burst."""
+
+    def __init__(self, threshold: int, max_users: int = 200_000) -> None:
+        self.threshold = threshold
+        self.max_users = max_users
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def add(self, user_id: str) -> bool:
+        """Count one interaction; True (and reset) when it completes a burst."""
+        count = self._counts.pop(user_id, 0) + 1
+        if count >= self.threshold:
+            return True
+        self._counts[user_id] = count
+        if len(self._counts) > self.max_users:
+            self._counts.popitem(last=False)
+        return False
+
+
+def is_stale(generated_at: float, now: float, window: float, cold: bool) -> bool:
+    """A cold-start feed is stale, and so is a version older than the refresh window."""
+    return cold or now - generated_at > window

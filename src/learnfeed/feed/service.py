@@ -1,0 +1,169 @@
+"""feed's gRPC handlers (thin), its interaction consumer, and its composition root."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cellwork import InvalidArgument, Service, ServiceSettings
+from cellwork.cache import LocalCache
+from cellwork.data import open_engine
+from cellwork.events import Delivery, Publisher
+from cellwork.rpc.client import Client
+from learnfeed import subjects
+from learnfeed.feed.domain import BurstCounter, RefreshCoalescer, is_stale
+from learnfeed.feed.store import FeedStore, FeedVersion
+from learnfeed.settings import LearnfeedSettings
+from learnfeed.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2
+from learnfeed.v1 import feed_pb2 as pb
+from learnfeed.v1 import feed_pb2_grpc as rpc
+
+SERVICE_NAME = "feed"
+PROTO_NAME = "learnfeed.v1.Feed"
+POPULAR_USER = "_popular"  # the recommender stores the global popularity ranking here
+MAX_LIMIT = 100
+COLD_SIZE = 100
+
+
+class ColdStart:
+    """The feed of a user who has none yet: popular and recent items, interleaved."""
+
+    def __init__(self, store: FeedStore, ttl: float = 30.0) -> None:
+        self.store = store
+        self.catalog: Client[catalog_pb2_grpc.CatalogStub] | None = None
+        self._cache: LocalCache[str, list[tuple[str, float]]] = LocalCache(maxsize=1, ttl=ttl)
+
+    async def items(self) -> list[tuple[str, float]]:
+        found = await self._cache.get_many(["cold"], self._load)
+        return found.get("cold", [])
+
+    async def _load(self, _: list[str]) -> dict[str, list[tuple[str, float]]]:
+        popular = await self.store.get(POPULAR_USER)
+        recent: list[str] = []
+        if self.catalog is not None:
+            reply = await self.catalog.call(
+                "ListRecent",
+                catalog_pb2.ListRecentRequest(limit=COLD_SIZE),
+                timeout=2.0,
+                idempotent=True,
+            )
+            recent = [item.id for item in reply.items]
+        ranked = interleave([i for i, _ in popular.items] if popular else [], recent)
+        return {"cold": [(item, 1.0 - n / COLD_SIZE) for n, item in enumerate(ranked)]}
+
+
+def interleave(first: list[str], second: list[str], size: int = COLD_SIZE) -> list[str]:
+    """Alternate two rankings, without repeats, up to ``size`` ids."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for pair in zip(first + [""] * len(second), second + [""] * len(first), strict=False):
+        for item in pair:
+            if item and item not in seen and len(out) < size:
+                seen.add(item)
+                out.append(item)
+    return out
+
+
+class FeedServicer(rpc.FeedServicer):
+    """Answers at once with the current version; asks for a fresher one after."""
+
+    def __init__(
+        self,
+        store: FeedStore,
+        cold: ColdStart,
+        coalescer: RefreshCoalescer,
+        publisher: Publisher | None = None,
+    ) -> None:
+        self.store = store
+        self.cold = cold
+        self.coalescer = coalescer
+        self.publisher = publisher
+
+    def request_refresh(self, user_id: str, reason: str, now: float | None = None) -> bool:
+        """Queue ``feed.refresh.requested`` unless this window already asked; True if queued."""
+        now = time.time() if now is None else now
+        msg_id = self.coalescer.should_request(user_id, now)
+        if msg_id is None or self.publisher is None:
+            return False
+        event = events_pb2.FeedRefreshRequested(user_id=user_id, reason=reason, requested_at=now)
+        self.publisher.publish_soon(subjects.REFRESH_REQUESTED, event.SerializeToString(), msg_id)
+        return True
+
+    async def GetFeed(self, request: pb.GetFeedRequest, context: Any) -> pb.FeedPage:
+        if not request.user_id:
+            raise InvalidArgument("user_id is required")
+        if request.offset < 0 or not 0 <= request.limit <= MAX_LIMIT:
+            raise InvalidArgument(f"offset must be >= 0 and limit 0..{MAX_LIMIT}")
+        limit = request.limit or 20
+        now = time.time()
+        version: FeedVersion | None = await self.store.get(request.user_id)
+        if version is None:
+            items, number, generated = await self.cold.items(), 0, now
+        else:
+            items, number, generated = version.items, version.version, version.generated_at
+        page = items[request.offset : request.offset + limit]
+        reply = pb.FeedPage(
+            user_id=request.user_id,
+            version=number,
+            generated_at=generated,
+            stale=is_stale(generated, now, self.coalescer.window, cold=version is None),
+            items=[pb.FeedItem(item_id=i, score=s) for i, s in page],
+            total=len(items),
+        )
+        # The answer is built; the refresh is queued and published after it (step 6).
+        self.request_refresh(request.user_id, "read", now)
+        return reply
+
+    async def PutFeed(self, request: pb.PutFeedRequest, context: Any) -> pb.PutFeedResponse:
+        if not request.user_id:
+            raise InvalidArgument("user_id is required")
+        items = [(i.item_id, float(i.score)) for i in request.items]
+        number = await self.store.put_version(
+            request.user_id, items, request.generated_at or time.time()
+        )
+        return pb.PutFeedResponse(version=number)
+
+    async def RequestRefresh(
+        self, request: pb.RequestRefreshRequest, context: Any
+    ) -> pb.RequestRefreshResponse:
+        if not request.user_id:
+            raise InvalidArgument("user_id is required")
+        return pb.RequestRefreshResponse(
+            requested=self.request_refresh(request.user_id, request.reason or "asked")
+        )
+
+
+def create_service(settings: ServiceSettings) -> Service:
+    """Composition root: database, cold-start source, coalescer, publisher, consumer."""
+    cfg = LearnfeedSettings.of(settings)
+    service = Service(SERVICE_NAME, cfg)
+    service.add_streams(*subjects.streams(cfg.refresh_window))
+    engine = open_engine(cfg.database(service.name))
+    store = FeedStore(engine)
+    cold = ColdStart(store)
+    servicer = FeedServicer(store, cold, RefreshCoalescer(cfg.refresh_window))
+    service.add_grpc(rpc.add_FeedServicer_to_server, servicer, PROTO_NAME)
+    bursts = BurstCounter(cfg.interaction_burst)
+
+    @service.consume(
+        stream=subjects.INTERACTIONS_STREAM,
+        durable="feed-interactions",
+        subject=f"{subjects.INTERACTION_PREFIX}.*",
+        deliver_new=True,
+    )
+    async def on_interaction(delivery: Delivery) -> None:
+        event = events_pb2.Interaction.FromString(delivery.data)
+        if bursts.add(event.user_id):
+            servicer.request_refresh(event.user_id, "interactions")
+
+    @service.on_start
+    async def prepare(svc: Service) -> None:
+        await store.migrate()
+        servicer.publisher = svc.publisher
+        cold.catalog = await svc.client("catalog", catalog_pb2_grpc.CatalogStub)
+
+    @service.on_stop
+    async def close_database(_: Service) -> None:
+        await engine.dispose()
+
+    return service

@@ -1,0 +1,105 @@
+"""The public HTTP contract's schemas (they also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignupBody(_Strict):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=8, max_length=256)
+    name: str = Field(min_length=1, max_length=100)
+
+
+class LoginBody(_Strict):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshBody(_Strict):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class InteractionBody(_Strict):
+    item_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    kind: Literal["view", "like", "complete"]
+
+
+class Tokens(BaseModel):
+    user_id: str
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+class Profile(BaseModel):
+    user_id: str
+    email: str
+    name: str
+    created_at: float
+    following_count: int
+
+
+class EducatorRef(BaseModel):
+    id: str
+    name: str
+
+
+class FeedEntry(BaseModel):
+    id: str
+    kind: str
+    title: str
+    topic: str
+    educator: EducatorRef
+    score: float
+    created_at: float
+    duration_seconds: int
+
+
+class ItemOut(BaseModel):
+    id: str
+    kind: str
+    title: str
+    topic: str
+    educator: EducatorRef
+    created_at: float
+    duration_seconds: int
+
+
+class FeedOut(BaseModel):
+    user_id: str
+    version: int
+    generated_at: float
+    stale: bool
+    items: list[FeedEntry]
+    next_cursor: str | None
+
+
+class Follows(BaseModel):
+    educator_ids: list[str]
+
+
+class HomeOut(BaseModel):
+    profile: Profile | None = None
+    feed: FeedOut | None = None
+    follows: Follows | None = None
+    partial: list[str]
+
+
+class Accepted(BaseModel):
+    accepted: bool
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

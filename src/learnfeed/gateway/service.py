@@ -1,0 +1,29 @@
+"""The gateway's composition root: clients of identity, catalog and feed; the app on 8080."""
+
+from __future__ import annotations
+
+from cellwork import Service, ServiceSettings
+from learnfeed import subjects
+from learnfeed.gateway.app import Gateway, build_app
+from learnfeed.settings import LearnfeedSettings
+from learnfeed.v1 import catalog_pb2_grpc, feed_pb2_grpc, identity_pb2_grpc
+
+SERVICE_NAME = "gateway"
+
+
+def create_service(settings: ServiceSettings) -> Service:
+    cfg = LearnfeedSettings.of(settings)
+    service = Service(SERVICE_NAME, cfg)
+    service.add_streams(*subjects.streams(cfg.refresh_window))
+    gateway = Gateway(cfg, cfg.jwt())
+    service.add_http(build_app(gateway), cfg.gateway_port)
+
+    @service.on_start
+    async def connect(svc: Service) -> None:
+        gateway.up.identity = await svc.client("identity", identity_pb2_grpc.IdentityStub)
+        gateway.up.catalog = await svc.client("catalog", catalog_pb2_grpc.CatalogStub)
+        gateway.up.feed = await svc.client("feed", feed_pb2_grpc.FeedStub)
+        assert svc.publisher is not None
+        gateway.up.publisher = svc.publisher
+
+    return service

@@ -1,0 +1,76 @@
+"""The hub: per-user sockets, and one NATS subscription per user connected here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Protocol
+
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from prometheus_client import Counter, Gauge
+
+from cellwork.observability.logging import get_logger
+from learnfeed import subjects
+from learnfeed.v1 import events_pb2
+
+CONNECTIONS = Gauge("learnfeed_push_connections", "Open WebSocket connections")
+FRAMES = Counter("learnfeed_push_frames_total", "Frames sent to clients", ["type"])
+SEND_TIMEOUT = 2.0
+
+_log = get_logger("learnfeed.push")
+
+
+class Socket(Protocol):
+    async def send_text(self, data: str) -> None: ...
+
+
+class Hub:
+    """Routes ``feed.ready.<user>`` from NATS to that user's open sockets on this instance."""
+
+    def __init__(self, nats: NatsClient) -> None:
+        self.nats = nats
+        self.sockets: dict[str, set[Socket]] = {}
+        self._subs: dict[str, Subscription] = {}
+        self._lock = asyncio.Lock()
+
+    async def join(self, user_id: str, socket: Socket) -> None:
+        async with self._lock:
+            first = user_id not in self.sockets
+            self.sockets.setdefault(user_id, set()).add(socket)
+            if first:
+                self._subs[user_id] = await self.nats.subscribe(
+                    subjects.feed_ready(user_id), cb=self._on_ready
+                )
+        CONNECTIONS.inc()
+
+    async def leave(self, user_id: str, socket: Socket) -> None:
+        async with self._lock:
+            group = self.sockets.get(user_id)
+            if group is None or socket not in group:
+                return
+            group.discard(socket)
+            if not group:
+                del self.sockets[user_id]
+                sub = self._subs.pop(user_id, None)
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+        CONNECTIONS.dec()
+
+    async def _on_ready(self, msg: Msg) -> None:
+        user_id = msg.subject[len(subjects.FEED_READY_PREFIX) + 1 :]
+        try:
+            event = events_pb2.FeedReady.FromString(msg.data)
+        except Exception:
+            _log.warning("push.bad_event", subject=msg.subject)
+            return
+        frame = orjson.dumps({"type": "feed.ready", "version": event.version}).decode()
+        targets = list(self.sockets.get(user_id, ()))
+        results = await asyncio.gather(
+            *(asyncio.wait_for(s.send_text(frame), SEND_TIMEOUT) for s in targets),
+            return_exceptions=True,
+        )
+        FRAMES.labels("feed.ready").inc(sum(1 for r in results if r is None))

@@ -1,0 +1,129 @@
+"""push's WebSocket endpoint (``/v1/stream`` on port 8081) and its composition root."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from cellwork import Service, ServiceSettings, Unauthenticated
+from cellwork.gateway import JwtCodec
+from cellwork.gateway.auth import bearer_token
+from cellwork.observability.logging import get_logger
+from learnfeed.push.hub import FRAMES, Hub
+from learnfeed.settings import LearnfeedSettings
+
+SERVICE_NAME = "push"
+POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
+
+_log = get_logger("learnfeed.push")
+
+
+def socket_token(ws: WebSocket) -> str:
+    """The access token from the Authorization header or ``?access_token=``."""
+    header = ws.headers.get("authorization")
+    if header:
+        return bearer_token(header)
+    token = ws.query_params.get("access_token", "")
+    if not token:
+        raise Unauthenticated("missing access token")
+    return token
+
+
+def reply_to(message: Any) -> dict[str, Any]:
+    """The answer to one client frame."""
+    if not isinstance(message, dict):
+        return {"type": "error", "code": "invalid_message", "message": "expected an object"}
+    kind = message.get("type")
+    if kind == "ping":
+        return {"type": "pong"}
+    if kind == "subscribe":
+        topics = message.get("topics", ["feed"])
+        if not isinstance(topics, list) or any(t != "feed" for t in topics):
+            return {"type": "error", "code": "unknown_topic", "message": "topics: ['feed']"}
+        return {"type": "subscribed", "topics": ["feed"]}
+    return {"type": "error", "code": "unknown_type", "message": f"unknown type {kind!r}"}
+
+
+def build_app(hub_ref: list[Hub], jwt: JwtCodec, idle_timeout: float) -> Starlette:
+    """The push app; ``hub_ref`` holds the hub once NATS is connected."""
+
+    async def stream(ws: WebSocket) -> None:
+        try:
+            claims = jwt.verify(socket_token(ws))
+        except Unauthenticated as exc:
+            _log.info("push.refused", reason=exc.message)
+            await ws.close(code=POLICY_VIOLATION)  # before accept: the handshake gets 403
+            return
+        if not hub_ref:
+            await ws.close(code=1013)
+            return
+        hub = hub_ref[0]
+        await ws.accept()
+        await hub.join(claims.sub, ws)
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(ws.receive(), idle_timeout)
+                except TimeoutError:
+                    await ws.close(GOING_AWAY, "idle")
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text") or message.get("bytes") or b""
+                try:
+                    parsed = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    parsed = None
+                answer = reply_to(parsed)
+                FRAMES.labels(answer["type"]).inc()
+                await ws.send_text(orjson.dumps(answer).decode())
+        except WebSocketDisconnect:
+            return
+        finally:
+            await hub.leave(claims.sub, ws)
+
+    async def healthz(_: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def readyz(_: Request) -> Response:
+        ready = bool(hub_ref) and hub_ref[0].nats.is_connected
+        return Response(
+            orjson.dumps({"ready": ready}), 200 if ready else 503, media_type="application/json"
+        )
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/v1/stream", stream),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ]
+    )
+
+
+def create_service(settings: ServiceSettings) -> Service:
+    """Composition root: the hub on the service's NATS connection, the app on its port."""
+    cfg = LearnfeedSettings.of(settings)
+    service = Service(SERVICE_NAME, cfg)
+    hub_ref: list[Hub] = []
+    app = build_app(hub_ref, cfg.jwt(), cfg.push_idle_timeout)
+    service.add_http(app, cfg.push_port, ws_max_size=cfg.max_body_bytes)
+
+    @service.on_start
+    async def connect_hub(svc: Service) -> None:
+        assert svc.nats is not None
+        hub_ref.append(Hub(svc.nats))
+
+    return service

@@ -1,0 +1,59 @@
+"""learnfeed's settings: the common ones plus what its services need (``CELLWORK_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from cellwork import ServiceSettings
+from cellwork.data import sqlite_url
+from cellwork.gateway import JwtCodec, JwtKeys
+
+DEV_JWT_KEY = "k1:learnfeed-dev-key-change-me-please"
+
+
+class LearnfeedSettings(ServiceSettings):
+    """Every learnfeed service reads these; each uses what concerns it."""
+
+    model_config = SettingsConfigDict(env_prefix="CELLWORK_", extra="ignore")
+
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in state_dir")
+    demo: bool = Field(False, description="seed the demo catalog on start")
+    jwt_keys: str = Field(DEV_JWT_KEY, description="kid:secret[,kid:secret...]")
+    jwt_active_kid: str = ""
+    jwt_issuer: str = "learnfeed-identity"
+    jwt_audience: str = "learnfeed"
+    access_token_ttl: int = Field(900, gt=0, description="seconds")
+    refresh_token_ttl: int = Field(30 * 86400, gt=0, description="seconds")
+    refresh_window: float = Field(10.0, gt=0, description="reads of a user within it: 1 refresh")
+    interaction_burst: int = Field(3, ge=1, description="interactions that ask for a refresh")
+    recompute_interval: float = Field(6 * 3600.0, gt=0, description="seconds between passes")
+    recompute_batch: int = Field(200, ge=1)
+    feed_size: int = Field(100, ge=20, le=1000)
+    gateway_port: int = Field(8080, ge=0, le=65535)
+    push_port: int = Field(8081, ge=0, le=65535)
+    rate_limit_rps: float = Field(100.0, gt=0, description="requests a second per user")
+    rate_limit_burst: float = Field(200.0, ge=1)
+    max_body_bytes: int = Field(65536, ge=1024)
+    part_deadline: float = Field(0.3, gt=0, description="seconds for each part of /v1/home")
+    call_timeout: float = Field(2.0, gt=0, description="seconds for a gateway's upstream call")
+    push_idle_timeout: float = Field(300.0, gt=0)
+    catalog_cache_ttl: float = Field(300.0, gt=0)
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> LearnfeedSettings:
+        """These settings from whatever the runtime handed in."""
+        if isinstance(settings, cls):
+            return settings
+        return cls(**settings.model_dump())
+
+    def database(self, name: str) -> str:
+        """The database URL of service ``name``."""
+        return self.database_url or sqlite_url(self.state_dir, name)
+
+    def jwt(self) -> JwtCodec:
+        """The access-token codec every service shares."""
+        keys = JwtKeys.parse(self.jwt_keys, self.jwt_active_kid)
+        return JwtCodec(
+            keys, issuer=self.jwt_issuer, audience=self.jwt_audience, ttl=self.access_token_ttl
+        )

@@ -1,0 +1,417 @@
+"""learnfeed end to end: the real cell (real nats-server, every service a process),
+driven through the public HTTP and WebSocket doors."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import jwt
+import nats
+import pytest
+import websockets
+import yaml
+
+from cellwork.runtime.control import CellState
+from cellwork.testing import free_port
+from learnfeed.catalog.demo import demo_catalog
+from learnfeed.settings import DEV_JWT_KEY
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+KID, SECRET = DEV_JWT_KEY.split(":", 1)
+
+
+@dataclass
+class Cell:
+    http: str
+    ws: str
+    state_dir: Path
+
+    def nats_url(self) -> str:
+        return CellState.read(self.state_dir).nats_url
+
+
+def all_serving(state_dir: Path, expected: int) -> bool:
+    out = subprocess.run(
+        [sys.executable, "-m", "cellwork", "status", "--json", "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    if out.returncode != 0:
+        return False
+    rows = json.loads(out.stdout)["instances"]
+    return len(rows) == expected and all(r["status"] == "SERVING" for r in rows)
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
+    """The demo cell from src/learnfeed/cell.yaml, on free ports, one of each but the edges."""
+    base = tmp_path_factory.mktemp("learnfeed")
+    spec = yaml.safe_load((REPO / "src/learnfeed/cell.yaml").read_text())
+    http_port, ws_port = free_port(), free_port()
+    spec["name"] = "lf"
+    spec["state_dir"] = str(base / "state")
+    spec["env"] = {
+        "CELLWORK_GATEWAY_PORT": str(http_port),
+        "CELLWORK_PUSH_PORT": str(ws_port),
+        "CELLWORK_REFRESH_WINDOW": "1",
+        "CELLWORK_RATE_LIMIT_RPS": "20",
+        "CELLWORK_RATE_LIMIT_BURST": "40",
+        "CELLWORK_ACCESS_TOKEN_TTL": "600",
+    }
+    for name, service in spec["services"].items():
+        service["replicas"] = 2 if name in ("gateway", "push", "recommender") else 1
+    expected = sum(s["replicas"] for s in spec["services"].values())
+    cell_file = base / "cell.yaml"
+    cell_file.write_text(yaml.safe_dump(spec))
+    log = (base / "cell.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellwork", "up", "-f", str(cell_file), "--demo"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=base,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        http = f"http://127.0.0.1:{http_port}"
+        while True:
+            assert proc.poll() is None, (base / "cell.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "cell did not become ready"
+            if all_serving(base / "state", expected):
+                try:
+                    if httpx.get(f"{http}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.5)
+        yield Cell(http, f"ws://127.0.0.1:{ws_port}/v1/stream", base / "state")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        log.close()
+    assert proc.returncode == 0
+
+
+async def signup(client: httpx.AsyncClient, name: str = "Learner") -> dict:
+    email = f"{name.lower()}-{os.urandom(4).hex()}@example.org"
+    r = await client.post(
+        "/v1/auth/signup", json={"email": email, "password": "correct horse", "name": name}
+    )
+    assert r.status_code == 201, r.text
+    return {**r.json(), "email": email}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def next_ready(ws, above: int, timeout: float = 15.0) -> int:
+    """The version of the next feed.ready frame newer than ``above``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+        if frame.get("type") == "feed.ready" and frame["version"] > above:
+            return frame["version"]
+
+
+async def test_the_feed_flow_walks_all_thirteen_steps(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        user = await signup(client)
+        token = user["access_token"]
+        # 1. a socket, subscribed to the feed
+        async with websockets.connect(cell.ws, additional_headers=bearer(token)) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "topics": ["feed"]}))
+            assert json.loads(await ws.recv()) == {"type": "subscribed", "topics": ["feed"]}
+            # 2-5. the first read: answered at once (a cold start), enriched
+            first = await client.get("/v1/feed", params={"limit": 20}, headers=bearer(token))
+            assert first.status_code == 200, first.text
+            body = first.json()
+            assert body["user_id"] == user["user_id"]
+            assert body["version"] == 0 and body["stale"] is True
+            assert len(body["items"]) == 20
+            # 6-9. the read asked for a refresh; the recommender's new version reaches the socket
+            version = await next_ready(ws, above=body["version"])
+        # 10-13. the second read returns that version, every item enriched
+        second = await client.get("/v1/feed", params={"limit": 20}, headers=bearer(token))
+        assert second.status_code == 200
+        fresh = second.json()
+        assert fresh["version"] >= version > 0
+        assert len(fresh["items"]) == 20
+        for item in fresh["items"]:
+            assert item["id"] and item["title"] and item["kind"] in ("lesson", "post")
+            assert item["educator"]["id"] and item["educator"]["name"]
+        # the feed has an ETag; the same read is 304 Not Modified
+        etag = second.headers["etag"]
+        again = await client.get(
+            "/v1/feed", params={"limit": 20}, headers={**bearer(token), "If-None-Match": etag}
+        )
+        assert again.status_code == 304
+        # paging goes on from the cursor with other items
+        page2 = await client.get(
+            "/v1/feed", params={"limit": 20, "cursor": fresh["next_cursor"]}, headers=bearer(token)
+        )
+        assert page2.status_code == 200
+        assert not {i["id"] for i in page2.json()["items"]} & {i["id"] for i in fresh["items"]}
+
+
+async def test_home_aggregates_profile_feed_and_follows(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        user = await signup(client, "Homer")
+        token = user["access_token"]
+        assert (
+            await client.post("/v1/educators/e007/follow", headers=bearer(token))
+        ).status_code == 204
+        r = await client.get("/v1/home", headers=bearer(token))
+        assert r.status_code == 200
+        home = r.json()
+        assert home["partial"] == []
+        assert home["profile"]["name"] == "Homer" and home["profile"]["following_count"] == 1
+        assert home["follows"]["educator_ids"] == ["e007"]
+        assert 0 < len(home["feed"]["items"]) <= 5
+        me = await client.get("/v1/me", headers=bearer(token))
+        assert me.json()["email"] == user["email"]
+
+
+async def test_ranking_reacts_to_follows_and_likes(cell: Cell) -> None:
+    educators, items = demo_catalog()
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        user = await signup(client, "Ranker")
+        token = user["access_token"]
+
+        async def computed_top() -> list[dict]:
+            """Read until the feed is a computed (non cold-start) version; its top 20."""
+            for _ in range(40):
+                r = await client.get("/v1/feed", params={"limit": 20}, headers=bearer(token))
+                if r.json()["version"] > 0:
+                    return r.json()["items"]
+                await asyncio.sleep(0.3)
+            raise AssertionError("no computed feed")
+
+        before = await computed_top()
+        counts = {e.id: 0 for e in educators}
+        for item in before:
+            counts[item["educator"]["id"]] += 1
+        chosen = min(counts, key=lambda e: counts[e])
+        assert counts[chosen] == 0
+
+        assert (
+            await client.post(f"/v1/educators/{chosen}/follow", headers=bearer(token))
+        ).status_code == 204
+        theirs = [i.id for i in items if i.educator_id == chosen][:4]
+        for item_id in theirs:
+            r = await client.post(
+                "/v1/interactions", json={"item_id": item_id, "kind": "like"}, headers=bearer(token)
+            )
+            assert r.status_code == 202, r.text
+
+        # Each read in a new refresh window asks for a fresh ranking; wait for one that
+        # has seen the follow and the likes.
+        deadline = time.monotonic() + 20
+        while True:
+            top = await computed_top()
+            now_count = sum(1 for i in top if i["educator"]["id"] == chosen)
+            if now_count > counts[chosen]:
+                break
+            assert time.monotonic() < deadline, "ranking never reacted"
+            await asyncio.sleep(1.1)
+        # at most a few items of one educator in the top 20
+        assert now_count <= 3
+
+
+async def test_bad_tokens_are_refused_with_401(cell: Cell) -> None:
+    now = int(time.time())
+    good = {
+        "sub": "u1",
+        "iat": now,
+        "exp": now + 600,
+        "aud": "learnfeed",
+        "iss": "learnfeed-identity",
+    }
+    forged = jwt.encode(
+        good, "another-secret-of-enough-length-32b", algorithm="HS256", headers={"kid": KID}
+    )
+    expired = jwt.encode(
+        {**good, "iat": now - 1200, "exp": now - 600},
+        SECRET,
+        algorithm="HS256",
+        headers={"kid": KID},
+    )
+    wrong_aud = jwt.encode(
+        {**good, "aud": "elsewhere"}, SECRET, algorithm="HS256", headers={"kid": KID}
+    )
+    wrong_kid = jwt.encode(good, SECRET, algorithm="HS256", headers={"kid": "nope"})
+    unsigned = jwt.encode(good, None, algorithm="none")
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        assert (await client.get("/v1/feed")).status_code == 401
+        for token in (forged, expired, wrong_aud, wrong_kid, unsigned, "not-a-jwt"):
+            r = await client.get("/v1/feed", headers=bearer(token))
+            assert r.status_code == 401, token
+            assert r.json()["error"]["code"] == "unauthenticated"
+            assert r.headers["www-authenticate"] == "Bearer"
+        r = await client.get("/v1/feed", headers={"Authorization": "Basic dTpw"})
+        assert r.status_code == 401
+
+
+async def test_bad_requests_get_clear_errors_and_store_nothing(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        user = await signup(client, "Careful")
+        auth = bearer(user["access_token"])
+        # malformed JSON: 400, and no account is created
+        r = await client.post(
+            "/v1/auth/signup",
+            content=b'{"email": "x@y.io", "password":',
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json"
+        # a body over 64 KB: 413, unread
+        big = {"email": "big@example.org", "password": "x" * 70_000, "name": "Big"}
+        r = await client.post("/v1/auth/signup", json=big)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+        # validation: 422 with the field named; nothing stored (login fails after)
+        r = await client.post(
+            "/v1/auth/signup", json={"email": "v@example.org", "password": "short", "name": "V"}
+        )
+        assert r.status_code == 422 and "password" in r.json()["error"]["message"]
+        r = await client.post(
+            "/v1/auth/login", json={"email": "v@example.org", "password": "short"}
+        )
+        assert r.status_code == 401
+        # a taken email: 409
+        r = await client.post(
+            "/v1/auth/signup",
+            json={"email": user["email"], "password": "password99", "name": "Dup"},
+        )
+        assert r.status_code == 409
+        # bad query values and cursors
+        assert (
+            await client.get("/v1/feed", params={"limit": 1000}, headers=auth)
+        ).status_code == 422
+        assert (
+            await client.get("/v1/feed", params={"cursor": "%%%"}, headers=auth)
+        ).status_code == 400
+        # unknown items: 404, and no event reaches the stream
+        nc = await nats.connect(cell.nats_url())
+        try:
+            js = nc.jetstream()
+            before = (await js.stream_info("INTERACTIONS")).state.messages
+            r = await client.post(
+                "/v1/interactions", json={"item_id": "i99999", "kind": "like"}, headers=auth
+            )
+            assert r.status_code == 404
+            r = await client.post(
+                "/v1/interactions", json={"item_id": "i00001", "kind": "hug"}, headers=auth
+            )
+            assert r.status_code == 422
+            assert (await js.stream_info("INTERACTIONS")).state.messages == before
+            r = await client.post(
+                "/v1/interactions", json={"item_id": "i00001", "kind": "view"}, headers=auth
+            )
+            assert r.status_code == 202
+            assert (await js.stream_info("INTERACTIONS")).state.messages == before + 1
+        finally:
+            await nc.close()
+        assert (await client.get("/v1/items/i99999", headers=auth)).status_code == 404
+        assert (await client.get("/v1/items/i00042", headers=auth)).json()["id"] == "i00042"
+        assert (await client.post("/v1/educators/e999/follow", headers=auth)).status_code == 404
+        r = await client.get("/v1/nowhere", headers=auth)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_a_refresh_token_works_once_and_its_reuse_revokes_the_session(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        user = await signup(client, "Rotator")
+        first = await client.post("/v1/auth/refresh", json={"refresh_token": user["refresh_token"]})
+        assert first.status_code == 200
+        rotated = first.json()["refresh_token"]
+        assert rotated != user["refresh_token"]
+        reuse = await client.post("/v1/auth/refresh", json={"refresh_token": user["refresh_token"]})
+        assert reuse.status_code == 401
+        # the replay revoked the family: the rotated token is dead too
+        after = await client.post("/v1/auth/refresh", json={"refresh_token": rotated})
+        assert after.status_code == 401
+        # logging in starts a new session
+        login = await client.post(
+            "/v1/auth/login", json={"email": user["email"], "password": "correct horse"}
+        )
+        assert login.status_code == 200
+        assert (
+            await client.post(
+                "/v1/auth/login", json={"email": user["email"], "password": "wrong horse"}
+            )
+        ).status_code == 401
+
+
+async def test_a_socket_without_a_valid_token_is_refused(cell: Cell) -> None:
+    for url in (cell.ws, cell.ws + "?access_token=forged.token.here"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url):
+                pass
+        assert refused.value.response.status_code == 403
+
+
+async def test_a_socket_answers_pings_and_closes_oversized_frames(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        token = (await signup(client, "Pinger"))["access_token"]
+    async with websockets.connect(f"{cell.ws}?access_token={token}") as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        await ws.send("not json")
+        assert json.loads(await ws.recv())["type"] == "error"
+        await ws.send("x" * 70_000)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd.code == 1009
+
+
+async def test_a_user_over_the_rate_limit_gets_429_with_retry_after(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        token = (await signup(client, "Hasty"))["access_token"]
+        started = time.monotonic()
+        replies = await asyncio.gather(
+            *(client.get("/v1/items/i00001", headers=bearer(token)) for _ in range(200))
+        )
+        elapsed = time.monotonic() - started
+        limited = [r for r in replies if r.status_code == 429]
+        # two gateway instances, each a bucket of 40 refilled at 20/s, let at most this many by
+        allowed = 2 * (40 + 20 * elapsed)
+        assert limited, elapsed
+        assert 200 - len(limited) <= allowed
+        assert int(limited[0].headers["retry-after"]) >= 1
+        assert limited[0].json()["error"]["code"] == "rate_limited"
+        assert all(r.status_code in (200, 429) for r in replies)
+
+
+async def test_openapi_documents_every_route_with_its_errors(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        doc = (await client.get("/openapi.json")).json()
+        assert (await client.get("/docs")).status_code == 200
+    paths = doc["paths"]
+    for path, method in [
+        ("/v1/auth/signup", "post"),
+        ("/v1/auth/login", "post"),
+        ("/v1/auth/refresh", "post"),
+        ("/v1/me", "get"),
+        ("/v1/feed", "get"),
+        ("/v1/items/{item_id}", "get"),
+        ("/v1/interactions", "post"),
+        ("/v1/educators/{educator_id}/follow", "post"),
+        ("/v1/educators/{educator_id}/follow", "delete"),
+        ("/v1/home", "get"),
+    ]:
+        assert method in paths[path], (path, method)
+    assert {"401", "429"} <= set(paths["/v1/feed"]["get"]["responses"])
+    assert "413" in paths["/v1/auth/signup"]["post"]["responses"]
