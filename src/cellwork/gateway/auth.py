@@ -41,8 +41,8 @@ class JwtKeys:
             kid, sep, secret = part.partition(":")
             if not sep:
                 kid, secret = "k1", part
-            if len(secret) < 16:
-                raise ValueError(f"JWT key {kid!r} is shorter than 16 characters")
+            if len(secret) < 32:
+                raise ValueError(f"JWT key {kid!r} is shorter than 32 characters")
             keys[kid] = secret
         if not keys:
             raise ValueError("no JWT keys configured")

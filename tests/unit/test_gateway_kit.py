@@ -1,0 +1,132 @@
+"""The HTTP edge kit's pure parts: JWT rules, token buckets, aggregation deadlines."""
+
+import asyncio
+import time
+
+import jwt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cellwork import Unauthenticated
+from cellwork.gateway import JwtCodec, JwtKeys, TokenBucketLimiter, gather_parts
+from cellwork.gateway.auth import bearer_token
+
+KEYS = JwtKeys.parse(
+    "old:old-secret-0123456789abcdef-0123456789,new:new-secret-0123456789abcdef-0123456789", "new"
+)
+
+
+def codec(keys: JwtKeys = KEYS, **kw) -> JwtCodec:
+    return JwtCodec(keys, issuer="iss", audience="aud", ttl=kw.pop("ttl", 60), **kw)
+
+
+def test_an_issued_token_verifies_with_its_subject_and_key_id() -> None:
+    token = codec().issue("u1")
+    assert jwt.get_unverified_header(token)["kid"] == "new"
+    claims = codec().verify(token)
+    assert claims.sub == "u1" and claims.exp - claims.iat == 60
+
+
+def test_tokens_signed_with_a_retired_but_listed_key_still_verify() -> None:
+    old_only = JwtKeys.parse("old:old-secret-0123456789abcdef-0123456789")
+    token = codec(old_only).issue("u1")
+    assert codec().verify(token).sub == "u1"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"aud": "other"}, "audience"),
+        ({"iss": "other"}, "issuer"),
+        ({"exp": int(time.time()) - 10}, "expired"),
+    ],
+)
+def test_wrong_claims_are_refused(change: dict, reason: str) -> None:
+    now = int(time.time())
+    claims = {"sub": "u", "iat": now, "exp": now + 60, "aud": "aud", "iss": "iss", **change}
+    token = jwt.encode(claims, KEYS.keys["new"], algorithm="HS256", headers={"kid": "new"})
+    with pytest.raises(Unauthenticated, match=reason):
+        codec().verify(token)
+
+
+def test_missing_claims_alg_none_and_unknown_keys_are_refused() -> None:
+    now = int(time.time())
+    no_sub = jwt.encode(
+        {"iat": now, "exp": now + 60, "aud": "aud", "iss": "iss"},
+        KEYS.keys["new"],
+        algorithm="HS256",
+        headers={"kid": "new"},
+    )
+    unsigned = jwt.encode(
+        {"sub": "u", "iat": now, "exp": now + 60, "aud": "aud", "iss": "iss"},
+        None,
+        algorithm="none",
+    )
+    unknown = codec(JwtKeys.parse("zz:zz-secret-0123456789abcdefgh-0123456789")).issue("u")
+    for token in (no_sub, unsigned, unknown, "a.b.c", ""):
+        with pytest.raises(Unauthenticated):
+            codec().verify(token)
+
+
+def test_key_specs_are_checked() -> None:
+    with pytest.raises(ValueError, match="shorter"):
+        JwtKeys.parse("k:short")
+    with pytest.raises(ValueError, match="active"):
+        JwtKeys.parse("k:0123456789abcdefgh-0123456789abcdef", "missing")
+    assert JwtKeys.parse("0123456789abcdefgh-0123456789abcdef").keys == {
+        "k1": "0123456789abcdefgh-0123456789abcdef"
+    }
+
+
+def test_bearer_header_parsing() -> None:
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token("bearer  abc ") == "abc"
+    for bad in (None, "", "Basic abc", "Bearer", "Bearer  "):
+        with pytest.raises(Unauthenticated):
+            bearer_token(bad)
+
+
+def test_a_bucket_allows_its_burst_then_refills_at_its_rate() -> None:
+    limiter = TokenBucketLimiter(rate=10, burst=5)
+    assert [limiter.try_acquire("u", now=0.0) for _ in range(5)] == [0.0] * 5
+    wait = limiter.try_acquire("u", now=0.0)
+    assert wait == pytest.approx(0.1)
+    assert limiter.try_acquire("u", now=0.1) == 0.0
+    assert limiter.try_acquire("other", now=0.1) == 0.0  # keys are independent
+
+
+@given(st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=200))
+def test_a_bucket_never_allows_more_than_burst_plus_rate_times_time(gaps: list[float]) -> None:
+    limiter = TokenBucketLimiter(rate=4, burst=3)
+    now, allowed = 0.0, 0
+    for gap in gaps:
+        now += gap
+        allowed += limiter.try_acquire("u", now=now) == 0.0
+    assert allowed <= 3 + 4 * now + 1e-9
+
+
+def test_the_limiter_forgets_the_least_recently_used_keys() -> None:
+    limiter = TokenBucketLimiter(rate=1, burst=1, max_keys=2)
+    for key in ("a", "b", "c"):
+        limiter.try_acquire(key, now=0.0)
+    assert limiter.try_acquire("a", now=0.0) == 0.0  # forgotten: a full bucket again
+    assert limiter.try_acquire("c", now=0.0) > 0.0
+
+
+async def test_parts_that_fail_or_miss_their_deadline_are_named_not_fatal() -> None:
+    async def fast() -> int:
+        return 1
+
+    async def slow() -> int:
+        await asyncio.sleep(5)
+        return 2
+
+    async def broken() -> int:
+        raise RuntimeError("down")
+
+    started = time.monotonic()
+    results, partial = await gather_parts({"a": fast, "b": slow, "c": broken}, deadline=0.1)
+    assert time.monotonic() - started < 1.0
+    assert results == {"a": 1}
+    assert partial == ["b", "c"]
