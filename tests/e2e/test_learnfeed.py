@@ -415,3 +415,18 @@ async def test_openapi_documents_every_route_with_its_errors(cell: Cell) -> None
         assert method in paths[path], (path, method)
     assert {"401", "429"} <= set(paths["/v1/feed"]["get"]["responses"])
     assert "413" in paths["/v1/auth/signup"]["post"]["responses"]
+
+
+async def test_gateway_and_push_expose_metrics_with_bounded_labels(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        token = (await signup(client, "Counter"))["access_token"]
+        for item in ("i00001", "i00002", "i00003"):
+            await client.get(f"/v1/items/{item}", headers=bearer(token))
+        text = (await client.get("/metrics")).text
+    assert 'route="/v1/items/{item_id}"' in text
+    assert "i00002" not in text
+    assert "cellwork_http_duration_seconds_bucket" in text
+    push_http = cell.ws.replace("ws://", "http://").replace("/v1/stream", "")
+    async with httpx.AsyncClient(base_url=push_http, timeout=10) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        assert "learnfeed_push_connections" in (await client.get("/metrics")).text

@@ -3,12 +3,20 @@ JSON errors, body limits, and an HTTP server that shares its port between instan
 
 from cellwork.gateway.aggregate import gather_parts
 from cellwork.gateway.auth import Claims, JwtCodec, JwtKeys
-from cellwork.gateway.http import BodyLimit, HttpServer, RequestContext, error_body, json_error
+from cellwork.gateway.http import (
+    BodyLimit,
+    HttpMetrics,
+    HttpServer,
+    RequestContext,
+    error_body,
+    json_error,
+)
 from cellwork.gateway.ratelimit import TokenBucketLimiter
 
 __all__ = [
     "BodyLimit",
     "Claims",
+    "HttpMetrics",
     "HttpServer",
     "JwtCodec",
     "JwtKeys",

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import re
 import socket
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cellwork.observability.logging import get_logger
+from cellwork.observability.metrics import http_metrics
 from cellwork.rpc.context import reset_current_call, root_context, set_current_call
 
 _log = get_logger("cellwork.gateway.http")
@@ -99,6 +101,39 @@ class BodyLimit:
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+class HttpMetrics:
+    """ASGI middleware: count and time every HTTP request by its route template.
+
+    Labels stay bounded: the template (``/v1/items/{item_id}``), never the raw path;
+    unmatched paths share the label ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._requests, self._duration = http_metrics()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self._requests.labels(template, scope["method"], str(status)).inc()
+            self._duration.labels(template).observe(time.perf_counter() - started)
 
 
 class _EmbeddedServer(uvicorn.Server):

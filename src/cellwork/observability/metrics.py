@@ -134,6 +134,30 @@ def balancer_metrics() -> tuple[Counter, Gauge]:
         return _balancer_metrics
 
 
+_http_metrics: tuple[Counter, Histogram] | None = None
+
+
+def http_metrics() -> tuple[Counter, Histogram]:
+    """Return (requests counter, duration histogram) of the HTTP edge, by route template."""
+    global _http_metrics
+    with _lock:
+        if _http_metrics is None:
+            _http_metrics = (
+                Counter(
+                    "cellwork_http_requests",
+                    "HTTP requests answered, by route template, method and status.",
+                    ["route", "method", "status"],
+                ),
+                Histogram(
+                    "cellwork_http_duration_seconds",
+                    "Time to answer an HTTP request, by route template.",
+                    ["route"],
+                    buckets=LATENCY_BUCKETS,
+                ),
+            )
+        return _http_metrics
+
+
 def start_metrics_server(host: str, port: int) -> WSGIServer:
     """Serve ``/metrics`` from a daemon thread (0 picks a port: see ``server_port``).
 

@@ -5,7 +5,6 @@ serialisation is several times slower); the pydantic models still document every
 route in the OpenAPI document.
 """
 
-
 import base64
 import binascii
 import hashlib
@@ -16,7 +15,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -25,6 +24,7 @@ from cellwork.cache import LocalCache
 from cellwork.events import Publisher
 from cellwork.gateway import (
     BodyLimit,
+    HttpMetrics,
     JwtCodec,
     RequestContext,
     TokenBucketLimiter,
@@ -47,9 +47,6 @@ from learnfeed.v1 import (
     identity_pb2_grpc,
 )
 
-HTTP_REQUESTS = Counter(
-    "learnfeed_gateway_requests_total", "HTTP requests answered", ["route", "status"]
-)
 HOME_FEED_ITEMS = 5
 _STATUS_CODES = {
     400: "bad_request",
@@ -429,4 +426,5 @@ def build_app(gw: Gateway) -> Any:
 
     app.add_middleware(BodyLimit, max_bytes=gw.cfg.max_body_bytes)
     app.add_middleware(RequestContext, timeout=gw.cfg.call_timeout)
+    app.add_middleware(HttpMetrics)
     return app
