@@ -68,6 +68,7 @@ def cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
         "CELLWORK_RATE_LIMIT_RPS": "20",
         "CELLWORK_RATE_LIMIT_BURST": "40",
         "CELLWORK_ACCESS_TOKEN_TTL": "600",
+        "CELLWORK_PUSH_IDLE_TIMEOUT": "3",
     }
     for name, service in spec["services"].items():
         service["replicas"] = 2 if name in ("gateway", "push", "recommender") else 1
@@ -375,6 +376,17 @@ async def test_a_socket_answers_pings_and_closes_oversized_frames(cell: Cell) ->
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
         assert closed.value.rcvd.code == 1009
+
+
+async def test_a_silent_socket_is_closed_as_going_away(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        token = (await signup(client, "Quiet"))["access_token"]
+    async with websockets.connect(f"{cell.ws}?access_token={token}") as ws:
+        started = time.monotonic()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd.code == 1001
+        assert 2.5 < time.monotonic() - started < 6
 
 
 async def test_a_user_over_the_rate_limit_gets_429_with_retry_after(cell: Cell) -> None:

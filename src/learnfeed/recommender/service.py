@@ -209,7 +209,9 @@ def create_service(settings: ServiceSettings) -> Service:
     async def periodic_recompute(svc: Service) -> None:
         while True:
             await asyncio.sleep(cfg.recompute_interval)
-            await recompute_all(store, svc, cfg.recompute_batch, cfg.recompute_interval)
+            await recompute_all(
+                store, publisher_of(svc), cfg.recompute_batch, cfg.recompute_interval
+            )
 
     @service.on_stop
     async def close_database(_: Service) -> None:
@@ -233,13 +235,12 @@ def publisher_of(service: Service) -> Publisher:
 
 
 async def recompute_all(
-    store: RecommenderStore, service: Service, batch: int, interval: float
+    store: RecommenderStore, publisher: Publisher, batch: int, interval: float
 ) -> int:
     """Ask for a refresh of every known user, ``batch`` at a time; returns how many.
 
     The dedupe id names the pass, so two instances running it at once ask once.
     """
-    publisher = publisher_of(service)
     total = await store.count_users()
     epoch = int(time.time() // interval)
     done, after = 0, ""

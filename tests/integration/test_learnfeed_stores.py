@@ -1,0 +1,74 @@
+"""learnfeed's stores and jobs on real SQLite files and a real nats-server."""
+
+import asyncio
+
+from sqlalchemy import text
+
+from cellwork.data import open_engine, sqlite_url
+from cellwork.discovery.registry import connect_nats
+from cellwork.events import Publisher, ensure_streams
+from learnfeed import subjects
+from learnfeed.catalog.demo import demo_catalog
+from learnfeed.catalog.store import CatalogStore
+from learnfeed.recommender.service import recompute_all
+from learnfeed.recommender.store import RecommenderStore
+
+
+async def test_the_demo_catalog_is_deterministic_and_seeds_once(tmp_path) -> None:
+    educators, items = demo_catalog()
+    assert len(educators) == 50 and len(items) >= 5000
+    assert demo_catalog()[1][1234] == items[1234]
+    engine = open_engine(sqlite_url(tmp_path, "catalog"))
+    store = CatalogStore(engine)
+    await store.migrate()
+    try:
+        first, second = await asyncio.gather(
+            store.seed(educators, items), store.seed(educators, items)
+        )
+        assert sorted([first, second]) == [0, len(items)]
+        assert await store.seed(educators, items) == 0
+        async with engine.connect() as conn:
+            count = (await conn.execute(text("SELECT count(*) FROM items"))).scalar_one()
+        assert count == len(items)
+        found = await store.items(["i00001", "nope"])
+        assert list(found) == ["i00001"] and found["i00001"].educator_name
+    finally:
+        await engine.dispose()
+
+
+async def test_an_interaction_delivered_twice_counts_once(tmp_path) -> None:
+    engine = open_engine(sqlite_url(tmp_path, "recommender"))
+    store = RecommenderStore(engine)
+    await store.migrate()
+    try:
+        assert await store.record_interaction("ev1", "u", "i1", "like", 1.0, 3.0)
+        assert not await store.record_interaction("ev1", "u", "i1", "like", 1.0, 3.0)
+        await store.record_interaction("ev2", "v", "i1", "view", 2.0, 1.0)
+        assert await store.popularity() == {"i1": 4.0}
+        assert await store.interactions("u") == [("i1", "like", 1.0)]
+    finally:
+        await engine.dispose()
+
+
+async def test_the_periodic_pass_asks_once_per_user_in_batches(tmp_path, nats_server) -> None:
+    engine = open_engine(sqlite_url(tmp_path, "recommender"))
+    store = RecommenderStore(engine)
+    await store.migrate()
+    for n in range(450):
+        await store.mark_ranked(f"u{n:04d}")
+    nc = await connect_nats(nats_server.url, name="test-pass")
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, subjects.streams(10.0))
+        publisher = Publisher(js)
+        # two instances running the same pass at once: the dedupe ids make it one
+        done = await asyncio.gather(
+            recompute_all(store, publisher, batch=200, interval=3600),
+            recompute_all(store, publisher, batch=200, interval=3600),
+        )
+        assert done == [450, 450]
+        info = await js.stream_info(subjects.FEED_STREAM)
+        assert info.state.messages == 450
+    finally:
+        await nc.close()
+        await engine.dispose()
