@@ -11,11 +11,18 @@ REFRESH_REQUESTED = "feed.refresh.requested"
 FEED_READY_PREFIX = "feed.ready"
 INTERACTION_PREFIX = "interaction"
 INTERACTION_KINDS = ("view", "like", "complete")
+# Core NATS only (not stored): a feed instance that stored a version tells its siblings.
+FEED_CHANGED_PREFIX = "_learnfeed.feed.changed"
 
 
 def feed_ready(user_id: str) -> str:
     """The subject announcing a new feed version for one user."""
     return f"{FEED_READY_PREFIX}.{user_id}"
+
+
+def feed_changed(user_id: str) -> str:
+    """The subject telling feed instances to drop their cached version of a user's feed."""
+    return f"{FEED_CHANGED_PREFIX}.{user_id}"
 
 
 def interaction(kind: str) -> str:

@@ -71,7 +71,7 @@ def cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
         "CELLWORK_PUSH_IDLE_TIMEOUT": "3",
     }
     for name, service in spec["services"].items():
-        service["replicas"] = 2 if name in ("gateway", "push", "recommender") else 1
+        service["replicas"] = 2 if name in ("gateway", "push", "recommender", "feed") else 1
     expected = sum(s["replicas"] for s in spec["services"].values())
     cell_file = base / "cell.yaml"
     cell_file.write_text(yaml.safe_dump(spec))

@@ -2,16 +2,21 @@
 
 import asyncio
 
+from grpc import aio
 from sqlalchemy import text
 
 from cellwork.data import open_engine, sqlite_url
 from cellwork.discovery.registry import connect_nats
 from cellwork.events import Publisher, ensure_streams
+from cellwork.testing import start_service
 from learnfeed import subjects
 from learnfeed.catalog.demo import demo_catalog
 from learnfeed.catalog.store import CatalogStore
+from learnfeed.feed import create_service
 from learnfeed.recommender.service import recompute_all
 from learnfeed.recommender.store import RecommenderStore
+from learnfeed.settings import LearnfeedSettings
+from learnfeed.v1 import feed_pb2, feed_pb2_grpc
 
 
 async def test_the_demo_catalog_is_deterministic_and_seeds_once(tmp_path) -> None:
@@ -72,3 +77,40 @@ async def test_the_periodic_pass_asks_once_per_user_in_batches(tmp_path, nats_se
     finally:
         await nc.close()
         await engine.dispose()
+
+
+async def test_a_version_stored_by_one_feed_instance_is_read_by_its_sibling(
+    tmp_path, nats_server
+) -> None:
+    feeds = [
+        await start_service(
+            create_service,
+            nats_server.url,
+            settings_class=LearnfeedSettings,
+            state_dir=tmp_path,
+            instance_id=f"feed-{n}",
+        )
+        for n in range(2)
+    ]
+    first, second = feeds
+    try:
+        # each instance talks to one of them directly: the balancer would hide which
+        def stub_of(service):
+            channel = aio.insecure_channel(service.info.address)
+            return channel, feed_pb2_grpc.FeedStub(channel)
+
+        ch1, one = stub_of(first)
+        ch2, two = stub_of(second)
+        put = feed_pb2.PutFeedRequest(
+            user_id="u", items=[feed_pb2.FeedItem(item_id="i1", score=1.0)]
+        )
+        assert (await one.PutFeed(put)).version == 1
+        assert (await two.GetFeed(feed_pb2.GetFeedRequest(user_id="u"))).version == 1  # cached
+        assert (await two.PutFeed(put)).version == 2
+        # the first instance had version 1 cached; the sibling's change dropped it
+        assert (await one.GetFeed(feed_pb2.GetFeedRequest(user_id="u"))).version == 2
+        await ch1.close()
+        await ch2.close()
+    finally:
+        for feed in feeds:
+            await feed.drain(1)

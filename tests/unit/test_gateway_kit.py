@@ -130,3 +130,14 @@ async def test_parts_that_fail_or_miss_their_deadline_are_named_not_fatal() -> N
     assert time.monotonic() - started < 1.0
     assert results == {"a": 1}
     assert partial == ["b", "c"]
+
+
+def test_a_remembered_token_still_expires() -> None:
+    c = codec(ttl=60)
+    token = c.issue("u1", now=time.time())
+    assert c.verify(token).sub == "u1"  # verified and remembered
+    with pytest.raises(Unauthenticated, match="expired"):
+        c.verify(token, now=time.time() + 61)
+    tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    with pytest.raises(Unauthenticated):
+        c.verify(tampered)

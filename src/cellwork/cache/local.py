@@ -29,6 +29,10 @@ class LocalCache(Generic[K, V]):
     def put(self, key: K, value: V) -> None:
         self._values[key] = value
 
+    def invalidate(self, key: K) -> None:
+        """Forget ``key`` (the next read loads it again)."""
+        self._values.pop(key, None)
+
     async def get_many(
         self, keys: Iterable[K], load: Callable[[list[K]], Awaitable[dict[K, V]]]
     ) -> dict[K, V]:
