@@ -21,13 +21,12 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from grpc import aio
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
-from starlette.types import ASGIApp
 
 from cellwork.config.settings import ServiceSettings
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
@@ -35,12 +34,16 @@ from cellwork.discovery.registry import Registration, Registry, connect_nats
 from cellwork.events.consumer import Consumer, Handler
 from cellwork.events.publisher import Publisher
 from cellwork.events.streams import StreamSpec, ensure_streams
-from cellwork.gateway.http import HttpServer
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import start_metrics_server
 from cellwork.rpc.client import Client, connect_client
 from cellwork.rpc.interceptors import Layer
 from cellwork.rpc.server import RegisterFn, RpcServer
+
+if TYPE_CHECKING:  # the HTTP edge (uvicorn, starlette) loads only in services that serve HTTP
+    from starlette.types import ASGIApp
+
+    from cellwork.gateway.http import HttpServer
 
 StubT = TypeVar("StubT")
 Hook = Callable[["Service"], Awaitable[None]]
@@ -181,6 +184,8 @@ class Service:
             await consumer.start()
             self.consumers.append(consumer)
         for app, http_port, options in self._http_specs:
+            from cellwork.gateway.http import HttpServer
+
             server = HttpServer(app, s.host, http_port, **options)
             self.http_servers.append(server)
             await server.start()
