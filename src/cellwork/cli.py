@@ -51,11 +51,10 @@ def up(
         spec = load_cell(file)
     except CellFileError as exc:
         raise _fail(str(exc), 2) from None
+    if demo:  # a cell-wide default; a service's own env may still say otherwise
+        spec = spec.model_copy(update={"env": {"CELLWORK_DEMO": "1", **spec.env}})
     configure_logging("info", pretty=sys.stderr.isatty(), cell=spec.name)
     supervisor = Supervisor(spec, nats_url=nats_url)
-    if demo:
-        for service in spec.services.values():
-            service.env.setdefault("CELLWORK_DEMO", "1")
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -135,6 +134,71 @@ def scale(
     except CellworkError as exc:
         raise _fail(exc.message) from None
     console.print(f"{result['service']}: {result['before']} -> {result['after']} instances")
+
+
+@app.command()
+def loadgen(
+    gateway: Annotated[str, typer.Option(help="the gateway's base URL")] = "http://127.0.0.1:8080",
+    push: Annotated[str, typer.Option(help="the push service's base URL")] = "ws://127.0.0.1:8081",
+    users: Annotated[int, typer.Option(min=1, help="users to sign up")] = 50,
+    sockets: Annotated[
+        int | None, typer.Option(min=0, help="sockets to hold open (default: one per user)")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="requests a second, all routes together")] = 200.0,
+    duration: Annotated[float, typer.Option(help="seconds of load")] = 30.0,
+    mix: Annotated[str, typer.Option(help="weights of feed, home, interaction")] = (
+        "feed=70,home=20,interaction=10"
+    ),
+    max_in_flight: Annotated[
+        int, typer.Option(min=1, help="requests in flight at most; more due are dropped")
+    ] = 256,
+    timeout: Annotated[float, typer.Option(help="seconds per request")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Sign up users, hold sockets open, drive a mix of reads and interactions, summarize."""
+    from cellwork.loadgen import (
+        LoadConfig,
+        LoadgenError,
+        LoadRun,
+        parse_mix,
+        render_summary,
+        run_with_progress,
+    )
+
+    try:
+        config = LoadConfig(
+            gateway=gateway,
+            push=push,
+            users=users,
+            sockets=sockets,
+            rate=rate,
+            duration=duration,
+            mix=parse_mix(mix),
+            max_in_flight=max_in_flight,
+            timeout=timeout,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    run = LoadRun(config)
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+
+        def interrupted() -> None:  # first Ctrl-C: stop sending and report; second: abort
+            run.stop()
+            loop.remove_signal_handler(signal.SIGINT)
+
+        loop.add_signal_handler(signal.SIGINT, interrupted)
+        return await run_with_progress(run, err)
+
+    try:
+        summary = run_forever(main())
+    except LoadgenError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(render_summary(summary))
 
 
 def main() -> None:

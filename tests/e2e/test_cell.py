@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -14,6 +15,7 @@ import pytest
 
 from cellwork.runtime.cellfile import CellSpec
 from cellwork.runtime.supervisor import Supervisor
+from cellwork.testing import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -173,7 +175,14 @@ async def test_an_idle_instance_stays_under_80_mb(tmp_path, cell):
 
 def test_cellwork_up_runs_the_learnfeed_cell_until_ctrl_c(tmp_path):
     """What `make up` runs, through the real CLI, from a clean working directory."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Free ports, so a cell the developer runs on 8080/8081 is not joined by this one.
+    http_port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "CELLWORK_GATEWAY_PORT": str(http_port),
+        "CELLWORK_PUSH_PORT": str(free_port()),
+    }
     cell_file = REPO / "src/learnfeed/cell.yaml"
     up = subprocess.Popen(
         [*CLI, "up", "-f", str(cell_file), "--demo"],
@@ -208,6 +217,9 @@ def test_cellwork_up_runs_the_learnfeed_cell_until_ctrl_c(tmp_path):
             timeout=20,
         )
         assert "SERVING" in table.stdout
+        assert {r["service"] for r in rows} >= {"gateway", "feed", "recommender", "push"}
+        ready = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=5)
+        assert json.loads(ready.read())["ready"] is True
         children = {p.pid for p in psutil.Process(up.pid).children(recursive=True)}
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=30)

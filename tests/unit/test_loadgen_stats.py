@@ -2,6 +2,7 @@
 
 import json
 import math
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -107,10 +108,9 @@ def test_percentile_is_the_nearest_rank(values, q):
     ordered = sorted(values)
     p = percentile(ordered, q)
     assert p in ordered
-    n = len(ordered)
-    assert sum(v <= p for v in ordered) >= q / 100 * n
-    if q > 0:
-        assert sum(v < p for v in ordered) < q / 100 * n
+    wanted = Fraction(q) * len(ordered) / 100  # how many values must lie at or below
+    assert sum(v <= p for v in ordered) >= wanted
+    assert sum(v < p for v in ordered) < max(wanted, 1)
 
 
 @given(st.lists(st.floats(0, 1e4), min_size=1, max_size=100), st.floats(0, 100), st.floats(0, 100))
@@ -119,6 +119,12 @@ def test_percentile_grows_with_q(values, q1, q2):
     low, high = sorted((q1, q2))
     assert percentile(ordered, low) <= percentile(ordered, high)
     assert percentile(ordered, 0) == ordered[0] and percentile(ordered, 100) == ordered[-1]
+
+
+def test_percentile_ranks_exactly_where_float_arithmetic_would_round_up():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 7) == 7.0  # 7 / 100 * 100 is 7.000000000000001 in floats
+    assert percentile(values, 99) == 99.0
 
 
 def test_percentile_of_nothing_is_nan_and_q_must_be_a_percentage():

@@ -9,16 +9,15 @@ from __future__ import annotations
 import math
 from array import array
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 ROUTES = ("feed", "home", "interaction")
 """The routes a mix can name: ``GET /v1/feed``, ``GET /v1/home``, ``POST /v1/interactions``."""
 
 OK_STATUS = {"feed": 200, "home": 200, "interaction": 202}
-INTERACTION_KINDS = ("view", "like", "complete")
-INTERACTION_WEIGHTS = (6, 3, 1)  # most interactions are views, a few are completions
 DEFAULT_MIX = "feed=70,home=20,interaction=10"
 
 READY_DEFINITION = (
@@ -83,7 +82,9 @@ def parse_mix(text: str) -> Mix:
         try:
             weight = int(raw.strip())
         except ValueError:
-            raise ValueError(f"weight of {name!r} must be an integer, not {raw.strip()!r}") from None
+            raise ValueError(
+                f"weight of {name!r} must be an integer, not {raw.strip()!r}"
+            ) from None
         if weight < 0:
             raise ValueError(f"weight of {name!r} must not be negative")
         weights[name] = weight
@@ -92,9 +93,8 @@ def parse_mix(text: str) -> Mix:
     return Mix(tuple(weights.items()))
 
 
-def pick_weighted(options: Sequence[str], weights: Sequence[int], u: float) -> str:
-    """The option whose slice of [0, 1) holds ``u``, slices as wide as the weights."""
-    return Mix(tuple(zip(options, weights, strict=True))).pick(u)
+INTERACTION_KINDS = Mix((("view", 6), ("like", 3), ("complete", 1)))
+"""The kinds of ``POST /v1/interactions``: most are views, a few are completions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,21 +106,19 @@ class Pacer:
 
     rate: float
     duration: float
+    total: int = field(init=False)
 
     def __post_init__(self) -> None:
         if not (self.rate > 0 and math.isfinite(self.rate)):
             raise ValueError("rate must be a positive number")
         if not (self.duration > 0 and math.isfinite(self.duration)):
             raise ValueError("duration must be a positive number")
-
-    @property
-    def total(self) -> int:
         n = math.ceil(self.duration * self.rate)
         while n > 0 and self.send_at(n - 1) >= self.duration:
             n -= 1
         while self.send_at(n) < self.duration:
             n += 1
-        return n
+        object.__setattr__(self, "total", n)
 
     def send_at(self, index: int) -> float:
         """Seconds from the start at which request ``index`` is due."""
@@ -149,7 +147,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     n = len(sorted_values)
     if n == 0:
         return math.nan
-    rank = math.ceil(q / 100 * n)
+    rank = math.ceil(Fraction(q) * n / 100)  # exact: q / 100 * n can land a hair above
     return sorted_values[min(max(rank, 1), n) - 1]
 
 
@@ -168,6 +166,9 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self._values)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._values)
 
     def percentile(self, q: float) -> float:
         if not self._sorted:
