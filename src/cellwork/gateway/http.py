@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import socket
 import time
@@ -20,6 +21,7 @@ from collections.abc import Generator
 from typing import Any
 
 import orjson
+import psutil
 import uvicorn
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -144,6 +146,41 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+class PortTaken(RuntimeError):
+    """The port is served by a process that is not a sibling instance of this service."""
+
+
+def _owner(pid: int) -> tuple[str, str] | None:
+    try:
+        env = psutil.Process(pid).environ()
+    except (psutil.Error, OSError):
+        return None
+    return env.get("CELLWORK_STATE_DIR", ""), env.get("CELLWORK_SERVICE", "")
+
+
+def check_siblings_only(port: int) -> None:
+    """Refuse a shared port already served by anything but this service's own instances.
+
+    SO_REUSEPORT lets any process of the same user join a port silently; a second
+    cell (or another program) on 8080 would take half the connections. Siblings are
+    processes with the same ``CELLWORK_STATE_DIR`` and ``CELLWORK_SERVICE``.
+    """
+    if port == 0:
+        return
+    ours = (os.environ.get("CELLWORK_STATE_DIR", ""), os.environ.get("CELLWORK_SERVICE", ""))
+    try:
+        connections = psutil.net_connections("tcp")
+    except (psutil.Error, OSError):
+        return  # cannot see other processes' sockets here: bind decides
+    for conn in connections:
+        if conn.status != psutil.CONN_LISTEN or getattr(conn.laddr, "port", None) != port:
+            continue
+        if conn.pid is None or conn.pid == os.getpid():
+            continue
+        if _owner(conn.pid) != ours:
+            raise PortTaken(f"port {port} is already served by pid {conn.pid}, not of this cell")
+
+
 def bind_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
     """A listening TCP socket; SO_REUSEPORT lets sibling instances bind the same port."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -177,7 +214,7 @@ class HttpServer:
             app,
             lifespan="off",
             http="httptools",
-            ws="websockets",
+            ws="websockets-sansio",
             log_config=None,
             log_level=logging.WARNING,
             access_log=False,
@@ -192,6 +229,8 @@ class HttpServer:
 
     async def start(self) -> int:
         """Bind and serve; returns the port (useful when asked for port 0)."""
+        if self._reuse_port:
+            await asyncio.to_thread(check_siblings_only, self.port)
         sock = bind_socket(self.host, self.port, self._reuse_port)
         self.port = int(sock.getsockname()[1])
         self._server = _EmbeddedServer(self._config)
