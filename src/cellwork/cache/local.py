@@ -1,13 +1,18 @@
-"""In-process TTL + LRU cache (cachetools) with single-flight: concurrent misses of one
-key are loaded once, so a cold key under load does not stampede the service behind."""
+"""In-process TTL cache with single-flight: concurrent misses of one key are loaded once,
+so a cold key under load does not stampede the service behind.
+
+A plain dict of (expiry, value) rather than cachetools' TTLCache: a feed read looks up
+20 items, and TTLCache's per-lookup upkeep (timer context, LRU links) cost ~6 us each
+here against ~0.3 us for a dict lookup and one comparison. Eviction past ``maxsize``
+drops the oldest insertions first, which is enough for caches of rarely changing data.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
-
-from cachetools import TTLCache
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -17,17 +22,34 @@ class LocalCache(Generic[K, V]):
     """Holds up to ``maxsize`` values for ``ttl`` seconds each."""
 
     def __init__(self, maxsize: int, ttl: float) -> None:
-        self._values: TTLCache[K, V] = TTLCache(maxsize=maxsize, ttl=ttl)
+        if maxsize < 1 or ttl <= 0:
+            raise ValueError("maxsize must be >= 1 and ttl > 0")
+        self.maxsize = maxsize
+        self.ttl = ttl
+        self._values: dict[K, tuple[float, V]] = {}
         self._loading: dict[K, asyncio.Future[V | None]] = {}
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: K) -> V | None:
-        """The cached value, or None."""
-        return self._values.get(key)
+    def __len__(self) -> int:
+        return len(self._values)
 
-    def put(self, key: K, value: V) -> None:
-        self._values[key] = value
+    def get(self, key: K, now: float | None = None) -> V | None:
+        """The cached value, or None when absent or expired."""
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= (time.monotonic() if now is None else now):
+            del self._values[key]
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: V, now: float | None = None) -> None:
+        """Cache ``value`` for ``ttl`` seconds from ``now``."""
+        self._values.pop(key, None)
+        self._values[key] = ((time.monotonic() if now is None else now) + self.ttl, value)
+        while len(self._values) > self.maxsize:
+            del self._values[next(iter(self._values))]
 
     def invalidate(self, key: K) -> None:
         """Forget ``key`` (the next read loads it again)."""
@@ -41,13 +63,15 @@ class LocalCache(Generic[K, V]):
         Keys that ``load`` does not return are absent from the answer (and not
         cached). Keys another caller is already loading are awaited, not reloaded.
         """
+        now = time.monotonic()
+        values = self._values
         found: dict[K, V] = {}
         waiting: dict[K, asyncio.Future[V | None]] = {}
         missing: list[K] = []
         for key in keys:
-            value = self._values.get(key)
-            if value is not None:
-                found[key] = value
+            entry = values.get(key)
+            if entry is not None and entry[0] > now:
+                found[key] = entry[1]
             elif key in self._loading:
                 waiting[key] = self._loading[key]
             elif key not in found:
@@ -71,7 +95,7 @@ class LocalCache(Generic[K, V]):
             for key, future in futures.items():
                 value = loaded.get(key)
                 if value is not None:
-                    self._values[key] = value
+                    self.put(key, value, now)
                     found[key] = value
                 future.set_result(value)
         for key, future in waiting.items():

@@ -25,11 +25,12 @@ def open_engine(url: str, **options: Any) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
+        # The busy timeout first: switching to WAL needs a lock another starter may hold.
+        cursor.execute("PRAGMA busy_timeout=10000")
         # WAL lets every instance of a service read while one writes; NORMAL is
         # durable across a process kill (only an OS crash may lose the last commit).
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cellwork.data.transactions import write_transaction
 from cellwork.observability.logging import get_logger
 
 _log = get_logger("cellwork.data.migrations")
@@ -36,8 +37,9 @@ async def migrate(engine: AsyncEngine, migrations: tuple[Migration, ...]) -> lis
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
         raise ValueError(f"migration versions repeat: {versions}")
-    applied_now: list[int] = []
-    async with engine.begin() as conn:
+
+    async def apply(conn: AsyncConnection) -> list[int]:
+        applied: list[int] = []
         await conn.execute(
             text(
                 "CREATE TABLE IF NOT EXISTS cellwork_migrations ("
@@ -49,9 +51,8 @@ async def migrate(engine: AsyncEngine, migrations: tuple[Migration, ...]) -> lis
             await conn.execute(text("DELETE FROM cellwork_migrations WHERE version < 0"))
         else:
             await conn.execute(text("SELECT pg_advisory_xact_lock(7426001)"))
-        done = {
-            row[0] for row in await conn.execute(text("SELECT version FROM cellwork_migrations"))
-        }
+        rows = await conn.execute(text("SELECT version FROM cellwork_migrations"))
+        done = {row[0] for row in rows}
         for migration in sorted(migrations, key=lambda m: m.version):
             if migration.version in done:
                 continue
@@ -61,7 +62,10 @@ async def migrate(engine: AsyncEngine, migrations: tuple[Migration, ...]) -> lis
                 text("INSERT INTO cellwork_migrations VALUES (:v, :n, :t)"),
                 {"v": migration.version, "n": migration.name, "t": time.time()},
             )
-            applied_now.append(migration.version)
+            applied.append(migration.version)
+        return applied
+
+    applied_now = await write_transaction(engine, apply)
     if applied_now:
         _log.info("data.migrated", versions=applied_now, database=engine.url.database)
     return applied_now

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Route
 
 from cellwork import CellworkError, InvalidArgument, NotFound, ResourceExhausted
 from cellwork.cache import LocalCache
@@ -109,16 +110,24 @@ def decode_cursor(cursor: str) -> int:
     return offset
 
 
-def item_json(item: catalog_pb2.Item) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "kind": item.kind,
-        "title": item.title,
-        "topic": item.topic,
-        "educator": {"id": item.educator_id, "name": item.educator_name},
-        "created_at": item.created_at,
-        "duration_seconds": item.duration_seconds,
-    }
+def item_json(item: catalog_pb2.Item) -> bytes:
+    """An item as JSON bytes, rendered once when it enters the cache."""
+    return orjson.dumps(
+        {
+            "id": item.id,
+            "kind": item.kind,
+            "title": item.title,
+            "topic": item.topic,
+            "educator": {"id": item.educator_id, "name": item.educator_name},
+            "created_at": item.created_at,
+            "duration_seconds": item.duration_seconds,
+        }
+    )
+
+
+def scored(rendered: bytes, score: float) -> orjson.Fragment:
+    """A rendered item with its score added, embedded as is by ``orjson.dumps``."""
+    return orjson.Fragment(b'%s,"score":%.4f}' % (rendered[:-1], score))
 
 
 class Gateway:
@@ -129,10 +138,9 @@ class Gateway:
         self.jwt = jwt
         self.limiter = TokenBucketLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
         self.up = Upstreams()
-        # Catalog items rarely change: caching them here saves a hop on most reads.
-        self.items: LocalCache[str, catalog_pb2.Item] = LocalCache(
-            maxsize=100_000, ttl=cfg.catalog_cache_ttl
-        )
+        # Catalog items rarely change: caching them here, rendered, saves a hop and the
+        # JSON work on most reads.
+        self.items: LocalCache[str, bytes] = LocalCache(maxsize=100_000, ttl=cfg.catalog_cache_ttl)
 
     async def user(self, request: Request) -> str:
         """The caller's user id (a verified bearer token), within its rate limit."""
@@ -142,32 +150,33 @@ class Gateway:
             raise RateLimited(wait)
         return claims.sub
 
-    async def _load_items(self, ids: list[str]) -> dict[str, catalog_pb2.Item]:
+    async def _load_items(self, ids: list[str]) -> dict[str, bytes]:
         reply = await self.up.catalog.call(
             "GetItems", catalog_pb2.GetItemsRequest(ids=ids), idempotent=True
         )
-        return {item.id: item for item in reply.items}
+        return {item.id: item_json(item) for item in reply.items}
 
-    async def get_items(self, ids: list[str]) -> dict[str, catalog_pb2.Item]:
+    async def get_items(self, ids: list[str]) -> dict[str, bytes]:
+        """Items by id, as rendered JSON; unknown ids are absent."""
         return await self.items.get_many(ids, self._load_items)
 
-    async def feed_page(self, user_id: str, offset: int, limit: int) -> dict[str, Any]:
+    async def feed_page(self, user_id: str, offset: int, limit: int) -> tuple[dict[str, Any], str]:
+        """One enriched page of the user's feed, and its entity tag."""
         page = await self.up.feed.call(
             "GetFeed",
             feed_pb2.GetFeedRequest(user_id=user_id, offset=offset, limit=limit),
             idempotent=True,
         )
         found = await self.get_items([entry.item_id for entry in page.items])
-        items = []
-        for entry in page.items:
-            item = found.get(entry.item_id)
-            if item is None:  # gone from the catalog since the feed was ranked
-                continue
-            out = item_json(item)
-            out["score"] = round(entry.score, 4)
-            items.append(out)
+        # An item gone from the catalog since the feed was ranked is left out.
+        kept = [entry for entry in page.items if entry.item_id in found]
+        items = [scored(found[entry.item_id], entry.score) for entry in kept]
+        ids = ",".join(entry.item_id for entry in kept)
+        tag = hashlib.blake2b(
+            f"{user_id}|{page.version}|{offset}|{limit}|{ids}".encode(), digest_size=8
+        ).hexdigest()
         end = offset + len(page.items)
-        return {
+        body = {
             "user_id": user_id,
             "version": page.version,
             "generated_at": page.generated_at,
@@ -175,6 +184,18 @@ class Gateway:
             "items": items,
             "next_cursor": encode_cursor(page.version, end) if end < page.total else None,
         }
+        return body, f'"{tag}"'
+
+    async def feed_response(
+        self, request: Request, user: str, limit: int, cursor: str | None
+    ) -> Response:
+        """The answer to GET /v1/feed: a page with its ETag, or 304 when it matches."""
+        offset = decode_cursor(cursor) if cursor else 0
+        body, etag = await self.feed_page(user, offset, limit)
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(orjson.dumps(body), headers=headers, media_type=JSON)
 
 
 class RateLimited(ResourceExhausted):
@@ -298,17 +319,26 @@ def build_app(gw: Gateway) -> Any:
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Response:
-        offset = decode_cursor(cursor) if cursor else 0
-        body = await gw.feed_page(user, offset, limit)
-        ids = ",".join(item["id"] for item in body["items"])
-        tag = hashlib.blake2b(
-            f"{user}|{body['version']}|{offset}|{limit}|{ids}".encode(), digest_size=8
-        ).hexdigest()
-        etag = f'"{tag}"'
-        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-        if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers=headers)
-        return Response(orjson.dumps(body), headers=headers, media_type=JSON)
+        # Documents the route; requests are served by ``feed_fast`` below.
+        return await gw.feed_response(request, user, limit, cursor)
+
+    async def feed_fast(request: Request) -> Response:
+        """GET /v1/feed without FastAPI's dependency machinery (a third of the
+        gateway's CPU on this route), validating exactly as the documented route."""
+        user = await gw.user(request)
+        limit_text = request.query_params.get("limit")
+        cursor = request.query_params.get("cursor")
+        try:
+            limit = 20 if limit_text is None else int(limit_text)
+        except ValueError:
+            return json_error(422, "validation_failed", "query.limit: must be an integer")
+        if not 1 <= limit <= 100:
+            return json_error(422, "validation_failed", "query.limit: must be 1 to 100")
+        if cursor is not None and len(cursor) > 64:
+            return json_error(422, "validation_failed", "query.cursor: at most 64 characters")
+        return await gw.feed_response(request, user, limit, cursor)
+
+    app.router.routes.insert(0, Route("/v1/feed", feed_fast, methods=["GET"]))
 
     @app.get(
         "/v1/items/{item_id}", response_model=models.ItemOut, responses=_errors(*AUTHED, 404, 422)
@@ -320,7 +350,7 @@ def build_app(gw: Gateway) -> Any:
         found = await gw.get_items([item_id])
         if item_id not in found:
             raise NotFound(f"no item {item_id}")
-        return Response(orjson.dumps(item_json(found[item_id])), media_type=JSON)
+        return Response(found[item_id], media_type=JSON)
 
     @app.post(
         "/v1/interactions",
@@ -399,7 +429,7 @@ def build_app(gw: Gateway) -> Any:
             return {"educator_ids": list(reply.educator_ids)}
 
         async def feed_head() -> dict[str, Any]:
-            return await gw.feed_page(user, 0, HOME_FEED_ITEMS)
+            return (await gw.feed_page(user, 0, HOME_FEED_ITEMS))[0]
 
         parts, partial = await gather_parts(
             {"profile": profile, "feed": feed_head, "follows": follows}, gw.cfg.part_deadline

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cellwork import AlreadyExists, NotFound, Unauthenticated
-from cellwork.data import Migration, migrate
+from cellwork.data import Migration, migrate, write_transaction
 
 MIGRATIONS = (
     Migration(
@@ -120,7 +120,8 @@ class IdentityStore:
         raises Unauthenticated for unknown, expired, revoked or reused tokens.
         """
         now = time.time()
-        async with self.engine.begin() as conn:
+
+        async def rotate(conn: AsyncConnection) -> tuple[str, bool]:
             row = (
                 await conn.execute(
                     text(
@@ -137,25 +138,27 @@ class IdentityStore:
                 await conn.execute(
                     text("UPDATE refresh_tokens SET revoked = 1 WHERE family = :f"), {"f": family}
                 )
-                reused = True
-            elif expires < now:
+                return str(user_id), True
+            if expires < now:
                 raise Unauthenticated("refresh token expired")
-            else:
-                reused = False
-                await conn.execute(
-                    text("UPDATE refresh_tokens SET used_at = :t WHERE token_hash = :h"),
-                    {"t": now, "h": old_hash},
-                )
-                await conn.execute(
-                    text(
-                        "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at)"
-                        " VALUES (:h, :u, :f, :e)"
-                    ),
-                    {"h": new_hash, "u": user_id, "f": family, "e": expires_at},
-                )
+            await conn.execute(
+                text("UPDATE refresh_tokens SET used_at = :t WHERE token_hash = :h"),
+                {"t": now, "h": old_hash},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at)"
+                    " VALUES (:h, :u, :f, :e)"
+                ),
+                {"h": new_hash, "u": user_id, "f": family, "e": expires_at},
+            )
+            return str(user_id), False
+
+        # Read, then write: a lock conflict reruns it (write_transaction).
+        user_id, reused = await write_transaction(self.engine, rotate)
         if reused:
             raise Unauthenticated("refresh token was already used; its session is revoked")
-        return str(user_id)
+        return user_id
 
     async def follow(self, user_id: str, educator_id: str) -> bool:
         """Record a follow; False when it existed. Raises NotFound for an unknown user."""
