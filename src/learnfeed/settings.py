@@ -39,6 +39,9 @@ class LearnfeedSettings(ServiceSettings):
     call_timeout: float = Field(2.0, gt=0, description="seconds for a gateway's upstream call")
     push_idle_timeout: float = Field(300.0, gt=0)
     catalog_cache_ttl: float = Field(300.0, gt=0)
+    gateway_feed_cache: bool = Field(
+        True, description="gateways keep current feed versions, dropped when one changes"
+    )
 
     @classmethod
     def of(cls, settings: ServiceSettings) -> LearnfeedSettings:

@@ -169,6 +169,27 @@ async def test_the_feed_flow_walks_all_thirteen_steps(cell: Cell) -> None:
         assert not {i["id"] for i in page2.json()["items"]} & {i["id"] for i in fresh["items"]}
 
 
+async def test_a_client_told_ready_never_reads_an_older_version(cell: Cell) -> None:
+    """Gateways keep feed versions; a new version must replace them before feed.ready."""
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        user = await signup(client, "Fresh")
+        auth = bearer(user["access_token"])
+        async with websockets.connect(cell.ws, additional_headers=auth) as ws:
+            await client.get("/v1/feed", headers=auth)
+            version = await next_ready(ws, above=0)
+            for _ in range(3):
+                await asyncio.sleep(1.1)  # a new refresh window each time
+                await ws.send(json.dumps({"type": "ping"}))  # not idle (the cell closes at 3 s)
+                # several reads, so both gateway instances hold the current version
+                for _ in range(6):
+                    r = await client.get("/v1/feed", headers=auth)
+                    assert r.json()["version"] >= version
+                version = await next_ready(ws, above=version)
+                for _ in range(6):
+                    r = await client.get("/v1/feed", headers=auth)
+                    assert r.json()["version"] >= version, (r.json()["version"], version)
+
+
 async def test_home_aggregates_profile_feed_and_follows(cell: Cell) -> None:
     async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
         user = await signup(client, "Homer")

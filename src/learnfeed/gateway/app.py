@@ -37,6 +37,7 @@ from cellwork.observability.logging import get_logger
 from cellwork.rpc.client import Client
 from learnfeed import subjects
 from learnfeed.gateway import models
+from learnfeed.gateway.feeds import FeedReader
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import (
     catalog_pb2,
@@ -138,6 +139,7 @@ class Gateway:
         self.jwt = jwt
         self.limiter = TokenBucketLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
         self.up = Upstreams()
+        self.feeds = FeedReader(cfg.refresh_window, keep=cfg.gateway_feed_cache)
         # Catalog items rarely change: caching them here, rendered, saves a hop and the
         # JSON work on most reads.
         self.items: LocalCache[str, bytes] = LocalCache(maxsize=100_000, ttl=cfg.catalog_cache_ttl)
@@ -162,20 +164,16 @@ class Gateway:
 
     async def feed_page(self, user_id: str, offset: int, limit: int) -> tuple[dict[str, Any], str]:
         """One enriched page of the user's feed, and its entity tag."""
-        page = await self.up.feed.call(
-            "GetFeed",
-            feed_pb2.GetFeedRequest(user_id=user_id, offset=offset, limit=limit),
-            idempotent=True,
-        )
-        found = await self.get_items([entry.item_id for entry in page.items])
+        page = await self.feeds.page(user_id, offset, limit)
+        found = await self.get_items([item_id for item_id, _ in page.entries])
         # An item gone from the catalog since the feed was ranked is left out.
-        kept = [entry for entry in page.items if entry.item_id in found]
-        items = [scored(found[entry.item_id], entry.score) for entry in kept]
-        ids = ",".join(entry.item_id for entry in kept)
+        kept = [(item_id, score) for item_id, score in page.entries if item_id in found]
+        items = [scored(found[item_id], score) for item_id, score in kept]
+        ids = ",".join(item_id for item_id, _ in kept)
         tag = hashlib.blake2b(
             f"{user_id}|{page.version}|{offset}|{limit}|{ids}".encode(), digest_size=8
         ).hexdigest()
-        end = offset + len(page.items)
+        end = offset + len(page.entries)
         body = {
             "user_id": user_id,
             "version": page.version,

@@ -23,7 +23,14 @@ def create_service(settings: ServiceSettings) -> Service:
         gateway.up.identity = await svc.client("identity", identity_pb2_grpc.IdentityStub)
         gateway.up.catalog = await svc.client("catalog", catalog_pb2_grpc.CatalogStub)
         gateway.up.feed = await svc.client("feed", feed_pb2_grpc.FeedStub)
+        gateway.feeds.feed = gateway.up.feed
+        assert svc.nats is not None
+        await svc.nats.subscribe(f"{subjects.FEED_CHANGED_PREFIX}.*", cb=gateway.feeds.on_changed)
         assert svc.publisher is not None
         gateway.up.publisher = svc.publisher
+
+    @service.on_stop
+    async def finish_refresh_requests(_: Service) -> None:
+        await gateway.feeds.close()
 
     return service
