@@ -258,6 +258,7 @@ class Cell:
 
     workdir: Path
     cpus: str | None
+    gateway_feed_cache: bool = True
     gateway_port: int = field(default_factory=free_port)
     push_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -295,6 +296,7 @@ class Cell:
             CELLWORK_DEMO="1",
             CELLWORK_RATE_LIMIT_RPS="1000000",
             CELLWORK_RATE_LIMIT_BURST="1000000",
+            CELLWORK_GATEWAY_FEED_CACHE="1" if self.gateway_feed_cache else "0",
         )
         raw["env"] = env
         for name, replicas in REPLICAS.items():
@@ -916,7 +918,7 @@ async def bench(args: argparse.Namespace, workdir: Path, results: Results) -> No
     wrk = ensure_wrk()
     tokens_file = workdir / "tokens.txt"
     body_file = workdir / "feed-body.json"
-    cell = Cell(workdir / "cell", args.cell_cpus)
+    cell = Cell(workdir / "cell", args.cell_cpus, gateway_feed_cache=not args.no_gateway_cache)
     cell.workdir.mkdir()
     try:
         t0 = time.monotonic()
@@ -1053,6 +1055,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument(
+        "--no-gateway-cache",
+        action="store_true",
+        help="gateways do not keep feed versions: every read makes the feed hop",
+    )
+    parser.add_argument(
         "--rate", type=float, default=1500.0, help="fixed-rate run at this req/s (0: none)"
     )
     parser.add_argument("--push-users", type=int, default=200, help="users with a WebSocket")
@@ -1121,7 +1128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{args.users} users, wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s "
         f"(after {args.warmup:g} s warm-up), feed body {results.body_bytes} B; "
-        f"cell: gateway, feed, catalog x2 (others as in cell.yaml)"
+        f"cell: gateway, feed, catalog x2 (others as in cell.yaml); gateways keep feed "
+        f"versions: {'no (every read calls feed)' if args.no_gateway_cache else 'yes'}"
     )
     print_table(results)
     if results.leftovers:

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import zlib
 from collections import OrderedDict
+
+
+def window_of(user_id: str, now: float, window: float) -> int:
+    """The number of the user's refresh window that ``now`` falls in.
+
+    Each user's windows are shifted by a phase derived from the user id, so the
+    windows of all users do not roll over at the same instant: without it every
+    active user asks for a refresh in the same second, every ``window`` seconds.
+    The phase is a stable hash (crc32), the same in every process.
+    """
+    phase = zlib.crc32(user_id.encode()) / 2**32 * window
+    return int((now + phase) // window)
 
 
 def refresh_id(user_id: str, now: float, window: float) -> str:
@@ -11,7 +24,7 @@ def refresh_id(user_id: str, now: float, window: float) -> str:
     Every feed instance derives the same id for the same window, so the stream's
     duplicate detection coalesces across instances, not only within one.
     """
-    return f"refresh.{user_id}.{int(now // window)}"
+    return f"refresh.{user_id}.{window_of(user_id, now, window)}"
 
 
 class RefreshCoalescer:
@@ -28,7 +41,7 @@ class RefreshCoalescer:
 
     def should_request(self, user_id: str, now: float) -> str | None:
         """The dedupe id to publish with, or None when this window already asked."""
-        bucket = int(now // self.window)
+        bucket = window_of(user_id, now, self.window)
         if self._asked.get(user_id) == bucket:
             return None
         self._asked.pop(user_id, None)

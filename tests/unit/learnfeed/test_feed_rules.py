@@ -1,9 +1,17 @@
 """Feed's rules: refresh coalescing, bursts, staleness; identity's input rules; cursors."""
 
+import itertools
+
 import pytest
 
 from cellwork import InvalidArgument
-from learnfeed.feed.domain import BurstCounter, RefreshCoalescer, is_stale, refresh_id
+from learnfeed.feed.domain import (
+    BurstCounter,
+    RefreshCoalescer,
+    is_stale,
+    refresh_id,
+    window_of,
+)
 from learnfeed.feed.service import interleave
 from learnfeed.gateway.app import decode_cursor, encode_cursor
 from learnfeed.identity import domain as identity
@@ -11,15 +19,33 @@ from learnfeed.identity import domain as identity
 
 def test_reads_within_one_window_ask_for_one_refresh() -> None:
     c = RefreshCoalescer(window=10)
-    assert c.should_request("u", 100.0) == "refresh.u.10"
-    assert c.should_request("u", 105.0) is None
-    assert c.should_request("u", 109.9) is None
-    assert c.should_request("other", 105.0) == "refresh.other.10"
-    assert c.should_request("u", 110.0) == "refresh.u.11"
+    times = [100 + t / 10 for t in range(300)]  # 30 s of reads, one every 0.1 s
+    asked = [t for t in times if c.should_request("u", t)]
+    assert len(asked) in (3, 4)  # one per 10 s window touched
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    assert gaps[0] <= 10.0  # the first read may fall anywhere in its window
+    assert all(abs(g - 10) < 0.11 for g in gaps[1:])
+    assert c.should_request("other", 105.0) is not None  # users are independent
 
 
 def test_every_instance_derives_the_same_dedupe_id_for_a_window() -> None:
-    assert refresh_id("u", 101.0, 10) == refresh_id("u", 109.0, 10) != refresh_id("u", 111.0, 10)
+    ids = {refresh_id("u", 1000 + t / 10, 10) for t in range(100)}
+    assert len(ids) <= 2  # 10 s of reads span at most two of the user's windows
+    assert refresh_id("u", 5000.0, 10) == RefreshCoalescer(10).should_request("u", 5000.0)
+
+
+def test_the_users_windows_roll_over_at_different_times() -> None:
+    # with fixed windows every user would ask at t = 10, 20, ...: a herd each window
+    edges = set()
+    for n in range(200):
+        user = f"user-{n}"
+        t = next(
+            t / 100
+            for t in range(1, 1001)
+            if window_of(user, t / 100, 10) != window_of(user, 0, 10)
+        )
+        edges.add(round(t))
+    assert len(edges) >= 8  # spread over the window, not all at one instant
 
 
 def test_the_coalescer_stays_bounded() -> None:
