@@ -208,6 +208,39 @@ async def test_home_aggregates_profile_feed_and_follows(cell: Cell) -> None:
         assert me.json()["email"] == user["email"]
 
 
+def instances(cell: Cell, service: str) -> list[dict]:
+    out = subprocess.run(
+        [sys.executable, "-m", "cellwork", "status", "--json", "--state-dir", str(cell.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return [r for r in json.loads(out.stdout)["instances"] if r["service"] == service]
+
+
+async def test_home_names_the_parts_that_missed_their_deadline(cell: Cell) -> None:
+    async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:
+        token = (await signup(client, "Patient"))["access_token"]
+        await client.get("/v1/feed", headers=bearer(token))  # the feed part needs no identity
+        (identity,) = instances(cell, "identity")
+        os.kill(
+            identity["pid"], signal.SIGSTOP
+        )  # identity hangs: profile and follows cannot answer
+        try:
+            started = time.monotonic()
+            r = await client.get("/v1/home", headers=bearer(token))
+            took = time.monotonic() - started
+        finally:
+            os.kill(identity["pid"], signal.SIGCONT)
+        assert r.status_code == 200
+        home = r.json()
+        assert sorted(home["partial"]) == ["follows", "profile"]
+        assert "profile" not in home and "follows" not in home
+        assert home["feed"]["items"]
+        assert took < 2.0  # each part has its own deadline (0.3 s), the answer does not wait
+
+
 async def test_ranking_reacts_to_follows_and_likes(cell: Cell) -> None:
     educators, items = demo_catalog()
     async with httpx.AsyncClient(base_url=cell.http, timeout=10) as client:

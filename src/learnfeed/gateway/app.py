@@ -5,6 +5,7 @@ serialisation is several times slower); the pydantic models still document every
 route in the OpenAPI document.
 """
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -50,6 +51,7 @@ from learnfeed.v1 import (
 )
 
 HOME_FEED_ITEMS = 5
+ENRICH_CHUNK = 10  # item ids per concurrent catalog call
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -153,10 +155,18 @@ class Gateway:
         return claims.sub
 
     async def _load_items(self, ids: list[str]) -> dict[str, bytes]:
-        reply = await self.up.catalog.call(
-            "GetItems", catalog_pb2.GetItemsRequest(ids=ids), idempotent=True
+        # Misses are fetched in chunks, concurrently: the balancer spreads the chunks
+        # over the catalog's instances, so a cold page costs one round trip.
+        chunks = [ids[n : n + ENRICH_CHUNK] for n in range(0, len(ids), ENRICH_CHUNK)]
+        replies = await asyncio.gather(
+            *(
+                self.up.catalog.call(
+                    "GetItems", catalog_pb2.GetItemsRequest(ids=chunk), idempotent=True
+                )
+                for chunk in chunks
+            )
         )
-        return {item.id: item_json(item) for item in reply.items}
+        return {item.id: item_json(item) for reply in replies for item in reply.items}
 
     async def get_items(self, ids: list[str]) -> dict[str, bytes]:
         """Items by id, as rendered JSON; unknown ids are absent."""
