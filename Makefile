@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: up test lint typecheck proto proto-check unit integration e2e bench clean
+.PHONY: up test lint typecheck proto proto-check unit integration e2e bench image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
+
+## make image: build the one image of every service with docker, or podman where docker has no engine.
+IMAGE ?= cellwork:dev
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null && echo podman) || echo docker)
+image:
+	$(ENGINE) build -f deploy/docker/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) .
 
 bench: $(STAMP)
 	$(PY) bench/rpc.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -71,6 +72,33 @@ def serve(module: Annotated[str, typer.Argument(help="module with create_service
     from cellwork.runtime.serve import serve as serve_module
 
     raise typer.Exit(serve_module(module))
+
+
+@app.command()
+def probe(
+    address: Annotated[
+        str | None, typer.Option(help="host:port; default 127.0.0.1:$CELLWORK_GRPC_PORT")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds")] = 2.0,
+) -> None:
+    """Exit 0 when the instance answers the gRPC health check SERVING (container health)."""
+    from cellwork.runtime.health import HealthProbe
+
+    if address is None:
+        port = os.environ.get("CELLWORK_GRPC_PORT", "")
+        if not port.isdigit() or port == "0":
+            raise _fail("set --address or CELLWORK_GRPC_PORT to a fixed port", 2)
+        address = f"127.0.0.1:{port}"
+
+    async def check() -> bool:
+        health = HealthProbe(timeout)
+        try:
+            return await health.check(address)
+        finally:
+            await health.close()
+
+    if not run_forever(check()):
+        raise _fail(f"{address} is not SERVING")
 
 
 def _state(file: Path, state_dir: Path | None) -> CellState:

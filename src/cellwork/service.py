@@ -192,7 +192,7 @@ class Service:
         info = InstanceInfo(
             service=self.name,
             instance_id=s.instance_id,
-            host=s.host,
+            host=s.advertised(),
             grpc_port=port,
             metrics_port=self.metrics_port,
             zone=s.zone,

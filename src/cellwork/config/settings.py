@@ -28,7 +28,10 @@ class ServiceSettings(BaseSettings):
     service: str = Field("", description="service name; defaults to the module's service name")
     instance_id: str = Field(default_factory=_default_instance_id)
     nats_url: str = "nats://127.0.0.1:4222"
-    host: str = Field("127.0.0.1", description="address to bind and to publish in the registry")
+    host: str = Field("127.0.0.1", description="address to bind (0.0.0.0: every interface)")
+    advertise_host: str = Field(
+        "", description="address published in the registry; defaults to host (or this host's IP)"
+    )
     grpc_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     metrics_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     zone: str = "local"
@@ -41,6 +44,18 @@ class ServiceSettings(BaseSettings):
     drain_propagation: float = Field(
         0.3, ge=0, description="seconds to wait after DRAINING so clients stop picking us"
     )
+
+    def advertised(self) -> str:
+        """The address other instances should dial."""
+        if self.advertise_host:
+            return self.advertise_host
+        if self.host in ("0.0.0.0", "::", ""):
+            try:
+                return socket.gethostbyname(socket.gethostname())
+            except OSError:
+                return "127.0.0.1"
+        return self.host
+
     log_level: str = "info"
     access_log: bool = Field(False, description="log every RPC, not only failures and slow ones")
     slow_call_seconds: float = 1.0
