@@ -296,6 +296,8 @@ class Cell:
             CELLWORK_DEMO="1",
             CELLWORK_RATE_LIMIT_RPS="1000000",
             CELLWORK_RATE_LIMIT_BURST="1000000",
+            CELLWORK_AUTH_RATE_LIMIT_RPS="1000000",
+            CELLWORK_AUTH_RATE_LIMIT_BURST="1000000",
             CELLWORK_GATEWAY_FEED_CACHE="1" if self.gateway_feed_cache else "0",
         )
         raw["env"] = env

@@ -78,6 +78,7 @@ class Service:
         self._http_specs: list[tuple[ASGIApp, int, dict[str, Any]]] = []
         self.http_servers: list[HttpServer] = []
         self._jobs: list[Job] = []
+        self._on_reconnect: list[Hook] = []
         self._job_tasks: list[asyncio.Task[None]] = []
 
     # -- declaring ---------------------------------------------------------------
@@ -122,6 +123,19 @@ class Service:
         self._on_start.append(hook)
         return hook
 
+    def on_reconnect(self, hook: Hook) -> Hook:
+        """Run ``await hook(service)`` after NATS reconnects (core messages may be lost)."""
+        self._on_reconnect.append(hook)
+        return hook
+
+    async def _reconnected(self) -> None:
+        _log.warning("service.nats_reconnected", service=self.name)
+        for hook in self._on_reconnect:
+            try:
+                await hook(self)
+            except Exception:
+                _log.exception("service.reconnect_hook_failed", service=self.name)
+
     def background(self, job: Job) -> Job:
         """Run ``await job(service)`` as a task from start until drain (then cancelled)."""
         self._jobs.append(job)
@@ -156,7 +170,9 @@ class Service:
     async def start(self) -> None:
         """Connect, serve, register SERVING; raises if any step fails."""
         s = self.settings
-        self.nats = await connect_nats(s.nats_url, name=f"{self.name}/{s.instance_id}")
+        self.nats = await connect_nats(
+            s.nats_url, name=f"{self.name}/{s.instance_id}", on_reconnected=self._reconnected
+        )
         self.registry = await Registry.open(self.nats, s.registry_bucket, s.registry_ttl)
         self._metrics_server = start_metrics_server(s.host, s.metrics_port)
         if self.streams:

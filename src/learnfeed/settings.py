@@ -34,6 +34,10 @@ class LearnfeedSettings(ServiceSettings):
     push_port: int = Field(8081, ge=0, le=65535)
     rate_limit_rps: float = Field(100.0, gt=0, description="requests a second per user")
     rate_limit_burst: float = Field(200.0, ge=1)
+    auth_rate_limit_rps: float = Field(
+        20.0, gt=0, description="sign-up, login and refresh requests a second per client address"
+    )
+    auth_rate_limit_burst: float = Field(100.0, ge=1)
     max_body_bytes: int = Field(65536, ge=1024)
     part_deadline: float = Field(0.3, gt=0, description="seconds for each part of /v1/home")
     call_timeout: float = Field(2.0, gt=0, description="seconds for a gateway's upstream call")
@@ -55,7 +59,16 @@ class LearnfeedSettings(ServiceSettings):
         return self.database_url or sqlite_url(self.state_dir, name)
 
     def jwt(self) -> JwtCodec:
-        """The access-token codec every service shares."""
+        """The access-token codec every service shares.
+
+        Raises ValueError when the keys are the public development key outside a
+        demo cell: anyone could sign tokens with it.
+        """
+        if self.jwt_keys == DEV_JWT_KEY and not self.demo:
+            raise ValueError(
+                "CELLWORK_JWT_KEYS is the public development key: set your own "
+                "(kid:secret, 32+ characters) or run a demo cell (cellwork up --demo)"
+            )
         keys = JwtKeys.parse(self.jwt_keys, self.jwt_active_kid)
         return JwtCodec(
             keys, issuer=self.jwt_issuer, audience=self.jwt_audience, ttl=self.access_token_ttl

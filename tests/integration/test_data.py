@@ -87,3 +87,17 @@ def test_cached_values_expire_and_the_oldest_go_first_past_maxsize() -> None:
     )
     cache.invalidate("a")
     assert cache.get("a", now=1.0) is None and len(cache) == 1
+
+
+async def test_callers_waiting_on_a_failed_load_see_its_error() -> None:
+    cache: LocalCache[str, int] = LocalCache(maxsize=10, ttl=60)
+
+    async def broken(keys: list[str]) -> dict[str, int]:
+        await asyncio.sleep(0.05)
+        raise ConnectionError("catalog down")
+
+    results = await asyncio.gather(
+        *(cache.get_many(["a"], broken) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert cache.get("a") is None

@@ -84,3 +84,35 @@ async def test_drain_finishes_the_request_in_flight_and_refuses_new_ones(cell_en
         assert time.monotonic() - started < 3
         with pytest.raises(httpx.ConnectError):
             await client.get("/")
+
+
+async def test_a_chunked_body_over_the_limit_gets_413_and_one_under_it_arrives_whole() -> None:
+    from starlette.responses import JSONResponse
+
+    from cellwork.gateway.http import BodyLimit
+
+    async def echo_size(request: Request) -> JSONResponse:
+        return JSONResponse({"size": len(await request.body())})
+
+    app = BodyLimit(Starlette(routes=[Route("/", echo_size, methods=["POST"])]), max_bytes=1000)
+    server = HttpServer(app, "127.0.0.1", 0)
+    port = await server.start()
+
+    def chunks(n: int, size: int = 300):
+        async def gen():
+            for _ in range(n):
+                yield b"x" * size
+
+        return gen()
+
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            small = await client.post("/", content=chunks(3))  # 900 bytes, no length
+            assert small.status_code == 200 and small.json() == {"size": 900}
+            big = await client.post("/", content=chunks(5))  # 1500 bytes
+            assert big.status_code == 413
+            assert big.json()["error"]["code"] == "payload_too_large"
+            declared = await client.post("/", content=b"y" * 2000)
+            assert declared.status_code == 413
+    finally:
+        await server.close()

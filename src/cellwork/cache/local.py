@@ -18,6 +18,12 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+def _retrieve(future: asyncio.Future[object]) -> None:
+    # Marks a failed load's exception as seen when no waiter was there to await it.
+    if not future.cancelled():
+        future.exception()
+
+
 class LocalCache(Generic[K, V]):
     """Holds up to ``maxsize`` values for ``ttl`` seconds each."""
 
@@ -55,13 +61,18 @@ class LocalCache(Generic[K, V]):
         """Forget ``key`` (the next read loads it again)."""
         self._values.pop(key, None)
 
+    def clear(self) -> None:
+        """Forget everything."""
+        self._values.clear()
+
     async def get_many(
         self, keys: Iterable[K], load: Callable[[list[K]], Awaitable[dict[K, V]]]
     ) -> dict[K, V]:
         """Values for ``keys``; misses are loaded with one ``load(missing)`` call.
 
         Keys that ``load`` does not return are absent from the answer (and not
-        cached). Keys another caller is already loading are awaited, not reloaded.
+        cached). Keys another caller is already loading are awaited, not reloaded;
+        when that load fails, its error is raised here too.
         """
         now = time.monotonic()
         values = self._values
@@ -84,10 +95,14 @@ class LocalCache(Generic[K, V]):
             self._loading.update(futures)
             try:
                 loaded = await load(missing)
-            except BaseException:
+            except BaseException as exc:
                 for future in futures.values():
-                    # Waiters on these keys see the loader's failure as a miss.
-                    future.set_result(None)
+                    # Waiters on these keys fail as the loader did (never a silent miss).
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                        future.add_done_callback(_retrieve)
+                    else:
+                        future.cancel()
                 raise
             finally:
                 for key in missing:

@@ -40,6 +40,8 @@ async def migrate(engine: AsyncEngine, migrations: tuple[Migration, ...]) -> lis
 
     async def apply(conn: AsyncConnection) -> list[int]:
         applied: list[int] = []
+        if engine.dialect.name != "sqlite":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(7426001)"))
         await conn.execute(
             text(
                 "CREATE TABLE IF NOT EXISTS cellwork_migrations ("
@@ -49,8 +51,6 @@ async def migrate(engine: AsyncEngine, migrations: tuple[Migration, ...]) -> lis
         if engine.dialect.name == "sqlite":
             # A write first takes SQLite's write lock: concurrent starters wait here.
             await conn.execute(text("DELETE FROM cellwork_migrations WHERE version < 0"))
-        else:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(7426001)"))
         rows = await conn.execute(text("SELECT version FROM cellwork_migrations"))
         done = {row[0] for row in rows}
         for migration in sorted(migrations, key=lambda m: m.version):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -25,8 +27,17 @@ from cellwork.observability.logging import get_logger
 _log = get_logger("cellwork.discovery")
 
 
-async def connect_nats(url: str, name: str) -> NatsClient:
-    """Connect to NATS, reconnecting forever in the background once connected."""
+async def connect_nats(
+    url: str, name: str, on_reconnected: Callable[[], Awaitable[None]] | None = None
+) -> NatsClient:
+    """Connect to NATS, reconnecting forever in the background once connected.
+
+    ``on_reconnected`` runs after each reconnection (core NATS messages sent while
+    disconnected are lost: a subscriber that keeps derived state may need to reset it).
+    """
+    options: dict[str, Any] = {}
+    if on_reconnected is not None:
+        options["reconnected_cb"] = on_reconnected
     return await nats.connect(
         url,
         name=name,
@@ -34,6 +45,7 @@ async def connect_nats(url: str, name: str) -> NatsClient:
         reconnect_time_wait=0.5,
         max_reconnect_attempts=-1,
         allow_reconnect=True,
+        **options,
     )
 
 

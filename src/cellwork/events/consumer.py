@@ -58,7 +58,7 @@ class Consumer:
         self.stream, self.durable, self.subject = stream, durable, subject
         self._handler = handler
         self._batch = batch
-        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._max_deliver = max_deliver
         self._ack_wait = ack_wait
         self._deliver_new = deliver_new
@@ -109,8 +109,14 @@ class Consumer:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            free = self._concurrency - len(self._in_flight)
+            if free <= 0:
+                # Fetch only what can start now: a fetched message waiting here would
+                # run past ack_wait and be redelivered elsewhere while still held.
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
-                messages = await self._sub.fetch(self._batch, timeout=0.5)
+                messages = await self._sub.fetch(min(self._batch, free), timeout=0.5)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception as exc:
@@ -120,7 +126,6 @@ class Consumer:
                 await asyncio.sleep(0.5)
                 continue
             for msg in messages:
-                await self._limit.acquire()
                 task = asyncio.create_task(self._handle(msg))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
@@ -139,8 +144,6 @@ class Consumer:
             self.handled += 1
         except Exception as exc:  # acking itself failed: the message is redelivered
             _log.warning("events.ack_failed", durable=self.durable, error=str(exc))
-        finally:
-            self._limit.release()
 
     async def _failed(self, msg: Msg, delivery: Delivery, exc: Exception) -> None:
         if delivery.attempt >= self._max_deliver:
@@ -150,7 +153,12 @@ class Consumer:
                 "Cellwork-Subject": delivery.subject,
                 "Cellwork-Error": str(exc)[:200],
             }
-            await self._js.publish(subject, delivery.data, headers=headers)
+            try:
+                await self._js.publish(subject, delivery.data, headers=headers)
+            except Exception as publish_error:  # keep it: one more delivery is left
+                _log.error("events.dead_letter_failed", error=str(publish_error))
+                await msg.nak(delay=5.0)
+                return
             await msg.term()
             self.dead_lettered += 1
             _log.error(

@@ -47,10 +47,6 @@ def json_error(
     )
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware: requests with bodies over ``max_bytes`` get 413, unread."""
 
@@ -71,29 +67,47 @@ class BodyLimit:
                 if declared < 0 or declared > self.max_bytes:
                     await self._too_large(scope, receive, send)
                     return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        chunked = any(
+            name == b"transfer-encoding" and b"chunked" in value.lower()
+            for name, value in scope["headers"]
+        )
+        if not chunked:  # a declared length was checked above; the server enforces it
+            await self.app(scope, receive, send)
+            return
+        # No length given (chunked): read the body here, up to the limit, and hand the
+        # app what was read; over the limit is 413 before the app sees a byte.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                break  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                # Read (and drop) a bounded rest, so the client is not cut off mid-send
+                # and sees the 413 instead of a reset connection.
+                more = message.get("more_body", False)
+                while more and size <= 16 * self.max_bytes:
+                    message = await receive()
+                    size += len(message.get("body", b""))
+                    more = message["type"] == "http.request" and message.get("more_body", False)
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if started:
-                raise
-            await self._too_large(scope, receive, send)
+        await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = json_error(

@@ -38,6 +38,7 @@ from cellwork.loadgen.stats import (
 # pools (users spread over them) keep a client core's CPU for the requests themselves.
 POOL_SIZE = 16
 SIGNUP_CONCURRENCY = 4  # sign-up hashes a password: a slow call, kept off the measurement
+SIGNUP_ATTEMPTS = 20  # 429s waited out before a sign-up counts as failed
 HANDSHAKE_CONCURRENCY = 64
 SETTLE_SECONDS = 1.0  # after the last answer, for the feed.ready frames still on their way
 RECONNECT_DELAY = 0.5
@@ -125,6 +126,14 @@ class Progress:
     ready: int
     users: int
     sockets: int
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds a 429 asks to wait (Retry-After), 1 s when it does not say."""
+    try:
+        return min(max(float(response.headers.get("retry-after", "1")), 0.1), 30.0)
+    except ValueError:
+        return 1.0
 
 
 def _failure(exc: httpx.HTTPError) -> str:
@@ -264,14 +273,20 @@ class LoadRun:
                 "password": SIGNUP_PASSWORD,
                 "name": f"Loadgen {index}",
             }
-            async with gate:
-                started = self._now()
-                try:
-                    response = await http.post("/v1/auth/signup", json=body)
-                except httpx.HTTPError as exc:
-                    self.stats.signup.record(self._now() - started, _failure(exc))
-                    return None
-                latency = self._now() - started
+            for _attempt in range(SIGNUP_ATTEMPTS):
+                async with gate:
+                    started = self._now()
+                    try:
+                        response = await http.post("/v1/auth/signup", json=body)
+                    except httpx.HTTPError as exc:
+                        self.stats.signup.record(self._now() - started, _failure(exc))
+                        return None
+                    latency = self._now() - started
+                if response.status_code != 429:
+                    break
+                # Sign-ups are rate limited per client address: wait as told, then again.
+                self.stats.signup.record(latency, "429")
+                await asyncio.sleep(_retry_after(response))
             if response.status_code != 201:
                 self.stats.signup.record(latency, str(response.status_code))
                 return None

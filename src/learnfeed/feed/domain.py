@@ -50,6 +50,10 @@ class RefreshCoalescer:
             self._asked.popitem(last=False)
         return refresh_id(user_id, now, self.window)
 
+    def forget(self, user_id: str) -> None:
+        """Forget that this window asked (the request could not be sent)."""
+        self._asked.pop(user_id, None)
+
 
 class BurstCounter:
     """Counts a user's interactions; says when ``threshold`` of them make a burst."""
@@ -68,6 +72,41 @@ class BurstCounter:
         if len(self._counts) > self.max_users:
             self._counts.popitem(last=False)
         return False
+
+
+class NewestVersions:
+    """The newest feed version known per user (stored here or announced by a sibling).
+
+    A cache must never keep or serve a copy older than this: a read that started
+    before a new version was stored can come back after its announcement.
+    Bounded: forgets the least recently updated users past ``max_users``.
+    """
+
+    def __init__(self, max_users: int = 200_000) -> None:
+        self.max_users = max_users
+        self._newest: OrderedDict[str, int] = OrderedDict()
+
+    def saw(self, user_id: str, version: int) -> None:
+        self._newest[user_id] = max(self._newest.pop(user_id, 0), version)
+        if len(self._newest) > self.max_users:
+            self._newest.popitem(last=False)
+
+    def newest(self, user_id: str) -> int:
+        return self._newest.get(user_id, 0)
+
+    def clear(self) -> None:
+        self._newest.clear()
+
+
+def changed_payload(instance_id: str, version: int) -> bytes:
+    """The body of ``_learnfeed.feed.changed.<user>``: who stored which version."""
+    return f"{instance_id} {version}".encode()
+
+
+def parse_changed(payload: bytes) -> tuple[str, int]:
+    """(instance id, version) of a changed message; version 0 when unreadable."""
+    instance, _, version = payload.decode(errors="replace").partition(" ")
+    return instance, int(version) if version.isdigit() else 0
 
 
 def is_stale(generated_at: float, now: float, window: float, cold: bool) -> bool:

@@ -8,18 +8,28 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from cellwork import InvalidArgument, Service, ServiceSettings
+from cellwork import InvalidArgument, ResourceExhausted, Service, ServiceSettings
 from cellwork.cache import LocalCache
 from cellwork.data import open_engine
 from cellwork.events import Delivery, Publisher
+from cellwork.observability.logging import get_logger
 from cellwork.rpc.client import Client
 from learnfeed import subjects
-from learnfeed.feed.domain import BurstCounter, RefreshCoalescer, is_stale
+from learnfeed.feed.domain import (
+    BurstCounter,
+    NewestVersions,
+    RefreshCoalescer,
+    changed_payload,
+    is_stale,
+    parse_changed,
+)
 from learnfeed.feed.store import FeedStore, FeedVersion
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2
 from learnfeed.v1 import feed_pb2 as pb
 from learnfeed.v1 import feed_pb2_grpc as rpc
+
+_log = get_logger("learnfeed.feed")
 
 SERVICE_NAME = "feed"
 PROTO_NAME = "learnfeed.v1.Feed"
@@ -94,19 +104,31 @@ class FeedServicer(rpc.FeedServicer):
         self.instance_id = instance_id
         self.nats: NatsClient | None = None
         self.versions: LocalCache[str, FeedVersion] = LocalCache(maxsize=100_000, ttl=300.0)
+        self.newest = NewestVersions()
 
     async def current(self, user_id: str) -> FeedVersion | None:
         """The user's current version (cached), or None when there is none yet."""
+        newest = self.newest.newest(user_id)
         version = self.versions.get(user_id)
-        if version is None:
+        if version is None or version.version < newest:
             version = await self.store.get(user_id) or _NO_VERSION
-            self.versions.put(user_id, version)
+            # A read that began before a newer version was announced must not be kept.
+            if version.version >= self.newest.newest(user_id):
+                self.versions.put(user_id, version)
         return None if version is _NO_VERSION else version
 
     async def on_changed(self, msg: Msg) -> None:
-        """A sibling stored a new version: drop ours."""
-        if msg.data.decode() != self.instance_id:
-            self.versions.invalidate(msg.subject[len(subjects.FEED_CHANGED_PREFIX) + 1 :])
+        """A sibling stored a new version: drop ours, remember the number."""
+        instance, version = parse_changed(msg.data)
+        user_id = msg.subject[len(subjects.FEED_CHANGED_PREFIX) + 1 :]
+        self.newest.saw(user_id, version)
+        if instance != self.instance_id:
+            self.versions.invalidate(user_id)
+
+    def forget_all(self) -> None:
+        """After a NATS reconnect: announcements may have been missed."""
+        self.versions.clear()
+        self.newest.clear()
 
     def request_refresh(self, user_id: str, reason: str, now: float | None = None) -> bool:
         """Queue ``feed.refresh.requested`` unless this window already asked; True if queued."""
@@ -115,7 +137,16 @@ class FeedServicer(rpc.FeedServicer):
         if msg_id is None or self.publisher is None:
             return False
         event = events_pb2.FeedRefreshRequested(user_id=user_id, reason=reason, requested_at=now)
-        self.publisher.publish_soon(subjects.REFRESH_REQUESTED, event.SerializeToString(), msg_id)
+        try:
+            self.publisher.publish_soon(
+                subjects.REFRESH_REQUESTED, event.SerializeToString(), msg_id
+            )
+        except ResourceExhausted:
+            # The stream is unreachable and the queue full: the read still succeeds,
+            # and the window is not marked, so a later read asks again.
+            self.coalescer.forget(user_id)
+            _log.warning("feed.refresh_dropped", reason="event queue full")
+            return False
         return True
 
     async def GetFeed(self, request: pb.GetFeedRequest, context: Any) -> pb.FeedPage:
@@ -149,10 +180,14 @@ class FeedServicer(rpc.FeedServicer):
         items = [(i.item_id, float(i.score)) for i in request.items]
         generated = request.generated_at or time.time()
         number = await self.store.put_version(request.user_id, items, generated)
-        self.versions.put(request.user_id, FeedVersion(request.user_id, number, generated, items))
+        self.newest.saw(request.user_id, number)
+        if number >= self.newest.newest(request.user_id):  # two puts may finish out of order
+            self.versions.put(
+                request.user_id, FeedVersion(request.user_id, number, generated, items)
+            )
         if self.nats is not None:
             await self.nats.publish(
-                subjects.feed_changed(request.user_id), self.instance_id.encode()
+                subjects.feed_changed(request.user_id), changed_payload(self.instance_id, number)
             )
             await self.nats.flush(timeout=2)
         return pb.PutFeedResponse(version=number)
@@ -200,6 +235,10 @@ def create_service(settings: ServiceSettings) -> Service:
         assert svc.nats is not None
         await svc.nats.subscribe(f"{subjects.FEED_CHANGED_PREFIX}.*", cb=servicer.on_changed)
         cold.catalog = await svc.client("catalog", catalog_pb2_grpc.CatalogStub)
+
+    @service.on_reconnect
+    async def forget_cached_versions(_: Service) -> None:
+        servicer.forget_all()
 
     @service.on_stop
     async def close_database(_: Service) -> None:

@@ -140,6 +140,7 @@ class Gateway:
         self.cfg = cfg
         self.jwt = jwt
         self.limiter = TokenBucketLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
+        self.auth_limiter = TokenBucketLimiter(cfg.auth_rate_limit_rps, cfg.auth_rate_limit_burst)
         self.up = Upstreams()
         self.feeds = FeedReader(cfg.refresh_window, keep=cfg.gateway_feed_cache)
         # Catalog items rarely change: caching them here, rendered, saves a hop and the
@@ -153,6 +154,14 @@ class Gateway:
         if wait > 0:
             raise RateLimited(wait)
         return claims.sub
+
+    async def client_address(self, request: Request) -> str:
+        """Sign-up, login and refresh are limited per client address (no user yet)."""
+        address = request.client.host if request.client else "unknown"
+        wait = self.auth_limiter.try_acquire(address)
+        if wait > 0:
+            raise RateLimited(wait)
+        return address
 
     async def _load_items(self, ids: list[str]) -> dict[str, bytes]:
         # Misses are fetched in chunks, concurrently: the balancer spreads the chunks
@@ -241,6 +250,7 @@ def build_app(gw: Gateway) -> Any:
         '`{"error": {"code": "...", "message": "..."}}`.',
     )
     User = Annotated[str, Depends(gw.user)]
+    Caller = Annotated[str, Depends(gw.client_address)]
     up = gw.up
 
     @app.exception_handler(CellworkError)
@@ -275,10 +285,10 @@ def build_app(gw: Gateway) -> Any:
         "/v1/auth/signup",
         status_code=201,
         response_model=models.Tokens,
-        responses=_errors(400, 409, 413, 422, 503),
+        responses=_errors(400, 409, 413, 422, 429, 503, 504),
         tags=["auth"],
     )
-    async def signup(body: models.SignupBody) -> Response:
+    async def signup(body: models.SignupBody, _: Caller) -> Response:
         pair = await up.identity.call(
             "SignUp",
             identity_pb2.SignUpRequest(email=body.email, password=body.password, name=body.name),
@@ -288,10 +298,10 @@ def build_app(gw: Gateway) -> Any:
     @app.post(
         "/v1/auth/login",
         response_model=models.Tokens,
-        responses=_errors(400, 401, 413, 422, 503),
+        responses=_errors(400, 401, 413, 422, 429, 503, 504),
         tags=["auth"],
     )
-    async def login(body: models.LoginBody) -> Response:
+    async def login(body: models.LoginBody, _: Caller) -> Response:
         pair = await up.identity.call(
             "Login", identity_pb2.LoginRequest(email=body.email, password=body.password)
         )
@@ -300,10 +310,10 @@ def build_app(gw: Gateway) -> Any:
     @app.post(
         "/v1/auth/refresh",
         response_model=models.Tokens,
-        responses=_errors(400, 401, 413, 422, 503),
+        responses=_errors(400, 401, 413, 422, 429, 503, 504),
         tags=["auth"],
     )
-    async def refresh(body: models.RefreshBody) -> Response:
+    async def refresh(body: models.RefreshBody, _: Caller) -> Response:
         pair = await up.identity.call(
             "Refresh", identity_pb2.RefreshRequest(refresh_token=body.refresh_token)
         )

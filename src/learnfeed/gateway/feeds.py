@@ -23,7 +23,7 @@ from cellwork.cache import LocalCache
 from cellwork.observability.logging import get_logger
 from cellwork.rpc.client import Client
 from learnfeed import subjects
-from learnfeed.feed.domain import RefreshCoalescer, is_stale
+from learnfeed.feed.domain import NewestVersions, RefreshCoalescer, is_stale, parse_changed
 from learnfeed.v1 import feed_pb2, feed_pb2_grpc
 
 WHOLE = 100  # GetFeed's largest page: versions up to this size are kept whole
@@ -52,16 +52,24 @@ class FeedReader:
         self.feed: Client[feed_pb2_grpc.FeedStub] | None = None
         self.versions: LocalCache[str, FeedSlice] = LocalCache(maxsize=100_000, ttl=ttl)
         self.coalescer = RefreshCoalescer(refresh_window)
+        self.newest = NewestVersions()
         self._asking: set[asyncio.Task[None]] = set()
 
     async def on_changed(self, msg: Msg) -> None:
-        """A feed instance stored a new version: drop the copy."""
-        self.versions.invalidate(msg.subject[len(subjects.FEED_CHANGED_PREFIX) + 1 :])
+        """A feed instance stored a new version: drop the copy, remember the number."""
+        user_id = msg.subject[len(subjects.FEED_CHANGED_PREFIX) + 1 :]
+        self.newest.saw(user_id, parse_changed(msg.data)[1])
+        self.versions.invalidate(user_id)
+
+    def forget_all(self) -> None:
+        """After a NATS reconnect: announcements may have been missed."""
+        self.versions.clear()
+        self.newest.clear()
 
     async def page(self, user_id: str, offset: int, limit: int) -> FeedSlice:
         now = time.time()
         kept = self.versions.get(user_id) if self.keep else None
-        if kept is not None:
+        if kept is not None and kept.version >= self.newest.newest(user_id):
             if self.coalescer.should_request(user_id, now) is not None:
                 self._ask_refresh(user_id)
             return FeedSlice(
@@ -83,7 +91,13 @@ class FeedReader:
         # The feed service asked for a refresh for this read; this window is covered.
         self.coalescer.should_request(user_id, now)
         entries = [(e.item_id, e.score) for e in reply.items]
-        if whole and reply.version > 0 and reply.total <= len(entries):
+        # Keep it unless a newer version was announced while this read was in flight.
+        if (
+            whole
+            and reply.version > 0
+            and reply.total <= len(entries)
+            and reply.version >= self.newest.newest(user_id)
+        ):
             self.versions.put(
                 user_id, FeedSlice(reply.version, reply.generated_at, False, entries, reply.total)
             )
@@ -110,6 +124,9 @@ class FeedReader:
             _log.warning("gateway.refresh_request_failed", error=str(exc))
 
     async def close(self) -> None:
-        """Wait briefly for refresh requests in flight."""
+        """Wait briefly for refresh requests in flight, then cancel what is left."""
         if self._asking:
             await asyncio.wait(self._asking, timeout=2.0)
+        for task in list(self._asking):
+            task.cancel()
+        await asyncio.gather(*self._asking, return_exceptions=True)

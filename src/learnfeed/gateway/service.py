@@ -29,6 +29,10 @@ def create_service(settings: ServiceSettings) -> Service:
         assert svc.publisher is not None
         gateway.up.publisher = svc.publisher
 
+    @service.on_reconnect
+    async def forget_feed_versions(_: Service) -> None:
+        gateway.feeds.forget_all()
+
     @service.on_stop
     async def finish_refresh_requests(_: Service) -> None:
         await gateway.feeds.close()

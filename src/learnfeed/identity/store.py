@@ -134,17 +134,22 @@ class IdentityStore:
             if row is None:
                 raise Unauthenticated("unknown refresh token")
             user_id, family, expires, used_at, revoked = row
-            if used_at is not None or revoked:
+            if used_at is None and not revoked and expires < now:
+                raise Unauthenticated("refresh token expired")
+            # Conditional: of two concurrent uses of one token only one can win, on any
+            # database (read-then-update would let both through under READ COMMITTED).
+            claimed = await conn.execute(
+                text(
+                    "UPDATE refresh_tokens SET used_at = :t"
+                    " WHERE token_hash = :h AND used_at IS NULL AND revoked = 0"
+                ),
+                {"t": now, "h": old_hash},
+            )
+            if claimed.rowcount != 1:  # used before (or revoked): a replay
                 await conn.execute(
                     text("UPDATE refresh_tokens SET revoked = 1 WHERE family = :f"), {"f": family}
                 )
                 return str(user_id), True
-            if expires < now:
-                raise Unauthenticated("refresh token expired")
-            await conn.execute(
-                text("UPDATE refresh_tokens SET used_at = :t WHERE token_hash = :h"),
-                {"t": now, "h": old_hash},
-            )
             await conn.execute(
                 text(
                     "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at)"

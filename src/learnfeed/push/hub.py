@@ -37,13 +37,15 @@ class Hub:
         self._lock = asyncio.Lock()
 
     async def join(self, user_id: str, socket: Socket) -> None:
+        """Route the user's feed.ready to ``socket``; raises when NATS refuses the subscription."""
         async with self._lock:
-            first = user_id not in self.sockets
-            self.sockets.setdefault(user_id, set()).add(socket)
-            if first:
+            if user_id not in self.sockets:
+                # Subscribe first: a failed subscription must leave nothing half-joined.
                 self._subs[user_id] = await self.nats.subscribe(
                     subjects.feed_ready(user_id), cb=self._on_ready
                 )
+                self.sockets[user_id] = set()
+            self.sockets[user_id].add(socket)
         CONNECTIONS.inc()
 
     async def leave(self, user_id: str, socket: Socket) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from typing import Any
 
 import orjson
@@ -68,13 +70,24 @@ def build_app(hub_ref: list[Hub], jwt: JwtCodec, idle_timeout: float) -> Starlet
             return
         hub = hub_ref[0]
         await ws.accept()
-        await hub.join(claims.sub, ws)
+        joined = False
         try:
+            await hub.join(claims.sub, ws)
+            joined = True
             while True:
+                # A socket lives as long as its token: the client reconnects with a new one.
+                left = min(idle_timeout, claims.exp - time.time())
+                if left <= 0:
+                    await ws.close(POLICY_VIOLATION, "token expired")
+                    return
                 try:
-                    message = await asyncio.wait_for(ws.receive(), idle_timeout)
+                    message = await asyncio.wait_for(ws.receive(), left)
                 except TimeoutError:
-                    await ws.close(GOING_AWAY, "idle")
+                    expired = claims.exp <= time.time()
+                    await ws.close(
+                        POLICY_VIOLATION if expired else GOING_AWAY,
+                        "token expired" if expired else "idle",
+                    )
                     return
                 if message["type"] == "websocket.disconnect":
                     return
@@ -88,8 +101,13 @@ def build_app(hub_ref: list[Hub], jwt: JwtCodec, idle_timeout: float) -> Starlet
                 await ws.send_text(orjson.dumps(answer).decode())
         except WebSocketDisconnect:
             return
+        except Exception:
+            _log.exception("push.socket_failed", user_id=claims.sub)
+            with contextlib.suppress(Exception):
+                await ws.close(1011)
         finally:
-            await hub.leave(claims.sub, ws)
+            if joined:
+                await hub.leave(claims.sub, ws)
 
     async def healthz(_: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")

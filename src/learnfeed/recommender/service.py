@@ -8,6 +8,7 @@ only after the new version is stored and ``feed.ready`` is acknowledged by the s
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import numpy as np
@@ -207,11 +208,15 @@ def create_service(settings: ServiceSettings) -> Service:
 
     @service.background
     async def periodic_recompute(svc: Service) -> None:
+        interval = cfg.recompute_interval
         while True:
-            await asyncio.sleep(cfg.recompute_interval)
-            await recompute_all(
-                store, publisher_of(svc), cfg.recompute_batch, cfg.recompute_interval
-            )
+            # Every instance wakes on the same grid, so the pass's dedupe ids (named after
+            # the interval) coalesce the passes of all instances into one.
+            await asyncio.sleep(interval - time.time() % interval + random.uniform(0, 1))
+            try:
+                await recompute_all(store, publisher_of(svc), cfg.recompute_batch, interval)
+            except Exception as exc:  # the next interval tries again
+                _log.error("recommender.recompute_failed", error=str(exc))
 
     @service.on_stop
     async def close_database(_: Service) -> None:

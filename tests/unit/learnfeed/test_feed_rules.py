@@ -7,8 +7,11 @@ import pytest
 from cellwork import InvalidArgument
 from learnfeed.feed.domain import (
     BurstCounter,
+    NewestVersions,
     RefreshCoalescer,
+    changed_payload,
     is_stale,
+    parse_changed,
     refresh_id,
     window_of,
 )
@@ -92,3 +95,18 @@ def test_identity_input_rules() -> None:
         identity.check_name("   ")
     token = identity.new_refresh_token()
     assert identity.hash_refresh_token(token) != token and len(token) >= 40
+
+
+def test_the_newest_version_only_goes_up_and_stays_bounded() -> None:
+    newest = NewestVersions(max_users=2)
+    newest.saw("u", 3)
+    newest.saw("u", 2)  # a late, older announcement changes nothing
+    assert newest.newest("u") == 3
+    newest.saw("v", 1)
+    newest.saw("w", 1)  # over the bound: the least recently updated ("u") is forgotten
+    assert newest.newest("u") == 0 and newest.newest("w") == 1
+
+
+def test_changed_messages_round_trip() -> None:
+    assert parse_changed(changed_payload("feed-1", 42)) == ("feed-1", 42)
+    assert parse_changed(b"garbage") == ("garbage", 0)
