@@ -7,7 +7,6 @@ from sqlalchemy import text
 
 from cellwork.cache import LocalCache
 from cellwork.data import Migration, migrate, open_engine, sqlite_url
-from learnfeed.feed.store import FeedStore
 
 STEPS = (
     Migration(1, "things", ("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT)",)),
@@ -15,21 +14,15 @@ STEPS = (
 )
 
 
-async def test_migrations_apply_once_even_when_instances_start_together(tmp_path) -> None:
-    url = sqlite_url(tmp_path, "svc")
-    engines = [open_engine(url) for _ in range(4)]
+async def test_sqlite_files_run_in_wal_mode(tmp_path) -> None:
+    engine = open_engine(sqlite_url(tmp_path, "svc"))
     try:
-        applied = await asyncio.gather(*(migrate(e, STEPS) for e in engines))
-        assert sorted(applied, key=len) == [[], [], [], [1, 2]]
-        async with engines[0].connect() as conn:
+        await migrate(engine, STEPS)
+        async with engine.connect() as conn:
             mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
-            rows = (await conn.execute(text("SELECT version FROM cellwork_migrations"))).all()
         assert mode == "wal"
-        assert [r[0] for r in rows] == [1, 2]
-        assert await migrate(engines[1], STEPS) == []
     finally:
-        for e in engines:
-            await e.dispose()
+        await engine.dispose()
 
 
 async def test_repeated_versions_are_refused(tmp_path) -> None:
@@ -37,23 +30,6 @@ async def test_repeated_versions_are_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="repeat"):
         await migrate(engine, (STEPS[0], STEPS[0]))
     await engine.dispose()
-
-
-async def test_feed_versions_count_up_per_user(tmp_path) -> None:
-    engine = open_engine(sqlite_url(tmp_path, "feed"))
-    store = FeedStore(engine)
-    await store.migrate()
-    try:
-        assert await store.get("u") is None
-        assert await store.put_version("u", [("i1", 1.0)], 10.0) == 1
-        assert await store.put_version("u", [("i2", 2.0), ("i1", 1.5)], 20.0) == 2
-        assert await store.put_version("v", [], 20.0) == 1
-        current = await store.get("u")
-        assert current is not None
-        assert (current.version, current.generated_at) == (2, 20.0)
-        assert current.items == [("i2", 2.0), ("i1", 1.5)]
-    finally:
-        await engine.dispose()
 
 
 async def test_concurrent_misses_of_one_key_load_it_once() -> None:

@@ -45,7 +45,8 @@ async def migrate(engine: AsyncEngine, migrations: tuple[Migration, ...]) -> lis
         await conn.execute(
             text(
                 "CREATE TABLE IF NOT EXISTS cellwork_migrations ("
-                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at DOUBLE PRECISION NOT NULL)"
             )
         )
         if engine.dialect.name == "sqlite":

@@ -17,7 +17,7 @@ MIGRATIONS = (
             "CREATE TABLE educators (id TEXT PRIMARY KEY, name TEXT NOT NULL, topic TEXT NOT NULL)",
             "CREATE TABLE items (id TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL,"
             " topic TEXT NOT NULL, educator_id TEXT NOT NULL REFERENCES educators(id),"
-            " created_at REAL NOT NULL, duration_seconds INTEGER NOT NULL)",
+            " created_at DOUBLE PRECISION NOT NULL, duration_seconds INTEGER NOT NULL)",
             "CREATE INDEX items_created ON items (created_at DESC)",
         ),
     ),

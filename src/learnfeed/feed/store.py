@@ -16,7 +16,7 @@ MIGRATIONS = (
         "feed versions",
         (
             "CREATE TABLE feeds (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-            " generated_at REAL NOT NULL, items BLOB NOT NULL)",
+            " generated_at DOUBLE PRECISION NOT NULL, items BYTEA NOT NULL)",
         ),
     ),
 )

@@ -18,13 +18,15 @@ MIGRATIONS = (
         "users, refresh tokens, follows",
         (
             "CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE,"
-            " name TEXT NOT NULL, password_hash TEXT NOT NULL, created_at REAL NOT NULL)",
+            " name TEXT NOT NULL, password_hash TEXT NOT NULL,"
+            " created_at DOUBLE PRECISION NOT NULL)",
             "CREATE TABLE refresh_tokens (token_hash TEXT PRIMARY KEY,"
             " user_id TEXT NOT NULL REFERENCES users(id), family TEXT NOT NULL,"
-            " expires_at REAL NOT NULL, used_at REAL, revoked INTEGER NOT NULL DEFAULT 0)",
+            " expires_at DOUBLE PRECISION NOT NULL, used_at DOUBLE PRECISION,"
+            " revoked INTEGER NOT NULL DEFAULT 0)",
             "CREATE INDEX refresh_tokens_family ON refresh_tokens (family)",
             "CREATE TABLE follows (user_id TEXT NOT NULL REFERENCES users(id),"
-            " educator_id TEXT NOT NULL, created_at REAL NOT NULL,"
+            " educator_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
             " PRIMARY KEY (user_id, educator_id))",
         ),
     ),

@@ -15,10 +15,10 @@ MIGRATIONS = (
         "interactions, popularity, users",
         (
             "CREATE TABLE interactions (event_id TEXT PRIMARY KEY, user_id TEXT NOT NULL,"
-            " item_id TEXT NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL)",
+            " item_id TEXT NOT NULL, kind TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
             "CREATE INDEX interactions_user ON interactions (user_id, at)",
-            "CREATE TABLE popularity (item_id TEXT PRIMARY KEY, score REAL NOT NULL)",
-            "CREATE TABLE users (user_id TEXT PRIMARY KEY, ranked_at REAL NOT NULL)",
+            "CREATE TABLE popularity (item_id TEXT PRIMARY KEY, score DOUBLE PRECISION NOT NULL)",
+            "CREATE TABLE users (user_id TEXT PRIMARY KEY, ranked_at DOUBLE PRECISION NOT NULL)",
         ),
     ),
 )
