@@ -488,8 +488,16 @@ async def test_gateway_and_push_expose_metrics_with_bounded_labels(cell: Cell) -
         token = (await signup(client, "Counter"))["access_token"]
         for item in ("i00001", "i00002", "i00003"):
             await client.get(f"/v1/items/{item}", headers=bearer(token))
-        text = (await client.get("/metrics")).text
+        await client.get("/v1/feed", headers=bearer(token))
+        # every gateway instance's metrics port: either instance may have answered
+        text = "".join(
+            [
+                (await client.get(f"http://127.0.0.1:{gw['metrics_port']}/metrics")).text
+                for gw in instances(cell, "gateway")
+            ]
+        )
     assert 'route="/v1/items/{item_id}"' in text
+    assert 'route="/v1/feed"' in text
     assert "i00002" not in text
     assert "cellwork_http_duration_seconds_bucket" in text
     push_http = cell.ws.replace("ws://", "http://").replace("/v1/stream", "")

@@ -71,3 +71,13 @@ async def test_a_new_watcher_loads_existing_entries_and_ignores_other_services(r
         assert {i.instance_id for i in await registry.list()} == {"x1", "y1"}
     finally:
         await watcher.close()
+
+
+def test_the_embedded_nats_server_serves_its_monitoring_endpoint(nats_server) -> None:
+    import json
+    import urllib.request
+
+    varz = json.loads(urllib.request.urlopen(f"{nats_server.monitor_url}/varz", timeout=5).read())
+    assert varz["port"] == nats_server.port
+    jsz = json.loads(urllib.request.urlopen(f"{nats_server.monitor_url}/jsz", timeout=5).read())
+    assert "config" in jsz or "streams" in jsz

@@ -8,6 +8,7 @@ from cellwork.gateway.http import (
     HttpMetrics,
     HttpServer,
     RequestContext,
+    TemplateRoute,
     error_body,
     json_error,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "JwtCodec",
     "JwtKeys",
     "RequestContext",
+    "TemplateRoute",
     "TokenBucketLimiter",
     "error_body",
     "gather_parts",

@@ -24,6 +24,7 @@ import orjson
 import psutil
 import uvicorn
 from starlette.responses import Response
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cellwork.observability.logging import get_logger
@@ -150,6 +151,17 @@ class HttpMetrics:
             template = getattr(route, "path", "unmatched")
             self._requests.labels(template, scope["method"], str(status)).inc()
             self._duration.labels(template).observe(time.perf_counter() - started)
+
+
+class TemplateRoute(Route):
+    """A Starlette route that records itself in the scope, as FastAPI's routes do, so
+    HttpMetrics labels its requests by template instead of ``unmatched``."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match != Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -33,6 +33,7 @@ class CellState:
     nats_url: str
     supervisor_pid: int
     state_dir: str
+    nats_monitor_url: str = ""  # the embedded nats-server's monitoring port (/varz, /jsz)
 
     def write(self, state_dir: Path) -> None:
         (state_dir / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))

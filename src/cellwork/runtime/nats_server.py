@@ -64,17 +64,24 @@ class NatsServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        monitor_port: int = 0,
         start_timeout: float = 10.0,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port
+        self.monitor_port = monitor_port
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        """NATS's monitoring endpoint (/varz, /jsz...), for an exporter or a person."""
+        return f"http://{self.host}:{self.monitor_port}"
 
     @property
     def log_path(self) -> Path:
@@ -85,6 +92,7 @@ class NatsServer:
         config = self.store_dir / "nats-server.conf"
         config.write_text(
             f"listen: {self.host}:{self.port}\n"
+            f"http: {self.host}:{self.monitor_port}\n"
             f'server_name: "cellwork-{self.port}"\n'
             "jetstream {\n"
             f'  store_dir: "{(self.store_dir / "jetstream").resolve()}"\n'
@@ -98,6 +106,8 @@ class NatsServer:
         """Start the server and wait until it accepts connections."""
         if self.port == 0:
             self.port = free_port(self.host)
+        if self.monitor_port == 0:
+            self.monitor_port = free_port(self.host)
         config = self._write_config()
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -124,7 +124,12 @@ class Supervisor:
             # Started from this (the loop's) thread: PDEATHSIG is tied to the forking thread.
             self._nats_server = NatsServer(self.state_dir / "nats").start()
             self.nats_url = self._nats_server.url
-            _log.info("supervisor.nats_started", url=self.nats_url, store=str(self.state_dir))
+            _log.info(
+                "supervisor.nats_started",
+                url=self.nats_url,
+                monitor=self._nats_server.monitor_url,
+                store=str(self.state_dir),
+            )
         self._nc = await connect_nats(self.nats_url, name=f"supervisor/{self.spec.name}")
         self._registry = await Registry.open(self._nc, REGISTRY_BUCKET, 3.0)
         self._watcher = RegistryWatcher(self._registry)
@@ -132,7 +137,8 @@ class Supervisor:
         await self._watcher.start()
         for verb in ("status", "scale"):
             await self._nc.subscribe(control_subject(self.spec.name, verb), cb=self._on_control)
-        CellState(self.spec.name, self.nats_url, os.getpid(), str(self.state_dir)).write(
+        monitor = self._nats_server.monitor_url if self._nats_server is not None else ""
+        CellState(self.spec.name, self.nats_url, os.getpid(), str(self.state_dir), monitor).write(
             self.state_dir
         )
         for name, spec in self.spec.services.items():

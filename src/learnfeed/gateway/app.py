@@ -19,7 +19,6 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import Route
 
 from cellwork import CellworkError, InvalidArgument, NotFound, ResourceExhausted
 from cellwork.cache import LocalCache
@@ -29,6 +28,7 @@ from cellwork.gateway import (
     HttpMetrics,
     JwtCodec,
     RequestContext,
+    TemplateRoute,
     TokenBucketLimiter,
     gather_parts,
     json_error,
@@ -356,7 +356,7 @@ def build_app(gw: Gateway) -> Any:
             return json_error(422, "validation_failed", "query.cursor: at most 64 characters")
         return await gw.feed_response(request, user, limit, cursor)
 
-    app.router.routes.insert(0, Route("/v1/feed", feed_fast, methods=["GET"]))
+    app.router.routes.insert(0, TemplateRoute("/v1/feed", feed_fast, methods=["GET"]))
 
     @app.get(
         "/v1/items/{item_id}", response_model=models.ItemOut, responses=_errors(*AUTHED, 404, 422)
