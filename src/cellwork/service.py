@@ -21,6 +21,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
@@ -173,10 +174,13 @@ class Service:
         self.nats = await connect_nats(
             s.nats_url, name=f"{self.name}/{s.instance_id}", on_reconnected=self._reconnected
         )
-        self.registry = await Registry.open(self.nats, s.registry_bucket, s.registry_ttl)
+        self.registry = await Registry.open(
+            self.nats, s.registry_bucket, s.registry_ttl, replicas=s.stream_replicas
+        )
         self._metrics_server = start_metrics_server(s.host, s.metrics_port)
         if self.streams:
-            await ensure_streams(self.js, tuple(self.streams))
+            copies = tuple(replace(spec, replicas=s.stream_replicas) for spec in self.streams)
+            await ensure_streams(self.js, copies)
         self.publisher = Publisher(self.js)
         self.publisher.start()
         self.metrics_port = int(self._metrics_server.server_port)

@@ -38,6 +38,9 @@ class ServiceSettings(BaseSettings):
     version: str = "dev"
     state_dir: Path = Path(".cellwork")
     registry_bucket: str = "cellwork_registry"
+    stream_replicas: int = Field(
+        1, ge=1, le=5, description="copies of each stream and of the registry on a NATS cluster"
+    )
     heartbeat_interval: float = Field(1.0, gt=0, description="seconds between registry puts")
     registry_ttl: float = Field(3.0, gt=0, description="seconds an entry lives without a beat")
     drain_timeout: float = Field(10.0, ge=0, description="seconds to finish in-flight calls")

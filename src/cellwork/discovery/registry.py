@@ -57,14 +57,21 @@ class Registry:
         self.ttl = ttl
 
     @classmethod
-    async def open(cls, nc: NatsClient, bucket: str, ttl: float) -> Registry:
-        """Bind to the bucket, creating it (memory storage, history 1, max age ``ttl``)."""
+    async def open(cls, nc: NatsClient, bucket: str, ttl: float, replicas: int = 1) -> Registry:
+        """Bind to the bucket, creating it (memory storage, history 1, max age ``ttl``,
+        ``replicas`` copies on a NATS cluster)."""
         js = nc.jetstream(timeout=5)
         try:
             kv = await js.key_value(bucket)
         except BucketNotFoundError:
             kv = await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, ttl=ttl, storage=StorageType.MEMORY)
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=1,
+                    ttl=ttl,
+                    storage=StorageType.MEMORY,
+                    replicas=replicas,
+                )
             )
         return cls(kv, ttl)
 

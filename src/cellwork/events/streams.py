@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nats.js.api import StorageType, StreamConfig
 from nats.js.client import JetStreamContext
@@ -38,7 +38,9 @@ DEAD_LETTERS = StreamSpec(DEAD_LETTER_STREAM, (f"{DEAD_LETTER_PREFIX}.>",), max_
 
 async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...]) -> None:
     """Create each stream, or update it when it exists; the dead-letter stream always."""
-    for spec in (DEAD_LETTERS, *specs):
+    # Dead letters get as many copies as the most replicated stream that feeds them.
+    dead_letters = replace(DEAD_LETTERS, replicas=max((s.replicas for s in specs), default=1))
+    for spec in (dead_letters, *specs):
         try:
             await js.add_stream(spec.config())
         except BadRequestError:
