@@ -69,6 +69,8 @@ def cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
         "CELLWORK_RATE_LIMIT_BURST": "40",
         "CELLWORK_ACCESS_TOKEN_TTL": "600",
         "CELLWORK_PUSH_IDLE_TIMEOUT": "3",
+        # the machine's Redis as the gateways' shared item tier (falls through if absent)
+        "CELLWORK_REDIS_URL": "redis://127.0.0.1:6379/0",
     }
     for name, service in spec["services"].items():
         service["replicas"] = 2 if name in ("gateway", "push", "recommender", "feed") else 1

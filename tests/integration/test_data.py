@@ -1,6 +1,5 @@
 """Migrations and stores on a real SQLite file (WAL), many instances at once."""
 
-import asyncio
 
 import pytest
 from sqlalchemy import text
@@ -32,22 +31,6 @@ async def test_repeated_versions_are_refused(tmp_path) -> None:
     await engine.dispose()
 
 
-async def test_concurrent_misses_of_one_key_load_it_once() -> None:
-    cache: LocalCache[str, int] = LocalCache(maxsize=10, ttl=60)
-    loads: list[list[str]] = []
-
-    async def load(keys: list[str]) -> dict[str, int]:
-        loads.append(keys)
-        await asyncio.sleep(0.05)
-        return {k: len(k) for k in keys if k != "missing"}
-
-    results = await asyncio.gather(*(cache.get_many(["abc", "missing"], load) for _ in range(10)))
-    assert all(r == {"abc": 3} for r in results)
-    assert loads == [["abc", "missing"]]
-    assert await cache.get_many(["abc"], load) == {"abc": 3}
-    assert len(loads) == 1
-
-
 def test_cached_values_expire_and_the_oldest_go_first_past_maxsize() -> None:
     cache: LocalCache[str, int] = LocalCache(maxsize=2, ttl=10)
     cache.put("a", 1, now=0.0)
@@ -63,17 +46,3 @@ def test_cached_values_expire_and_the_oldest_go_first_past_maxsize() -> None:
     )
     cache.invalidate("a")
     assert cache.get("a", now=1.0) is None and len(cache) == 1
-
-
-async def test_callers_waiting_on_a_failed_load_see_its_error() -> None:
-    cache: LocalCache[str, int] = LocalCache(maxsize=10, ttl=60)
-
-    async def broken(keys: list[str]) -> dict[str, int]:
-        await asyncio.sleep(0.05)
-        raise ConnectionError("catalog down")
-
-    results = await asyncio.gather(
-        *(cache.get_many(["a"], broken) for _ in range(5)), return_exceptions=True
-    )
-    assert all(isinstance(r, ConnectionError) for r in results)
-    assert cache.get("a") is None

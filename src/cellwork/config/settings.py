@@ -59,6 +59,7 @@ class ServiceSettings(BaseSettings):
                 return "127.0.0.1"
         return self.host
 
+    redis_url: str = Field("", description="Redis for the shared cache tier; empty: none")
     log_level: str = "info"
     access_log: bool = Field(False, description="log every RPC, not only failures and slow ones")
     slow_call_seconds: float = 1.0

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cellwork import CellworkError, InvalidArgument, NotFound, ResourceExhausted
-from cellwork.cache import LocalCache
+from cellwork.cache import LocalCache, RedisTier, TieredCache
 from cellwork.events import Publisher
 from cellwork.gateway import (
     BodyLimit,
@@ -145,7 +145,14 @@ class Gateway:
         self.feeds = FeedReader(cfg.refresh_window, keep=cfg.gateway_feed_cache)
         # Catalog items rarely change: caching them here, rendered, saves a hop and the
         # JSON work on most reads.
-        self.items: LocalCache[str, bytes] = LocalCache(maxsize=100_000, ttl=cfg.catalog_cache_ttl)
+        # With CELLWORK_REDIS_URL, gateways share them through Redis: a new instance warms
+        # from there instead of from the catalog.
+        shared = (
+            RedisTier.from_url(cfg.redis_url, "learnfeed:item", cfg.catalog_cache_ttl)
+            if cfg.redis_url
+            else None
+        )
+        self.items = TieredCache(LocalCache(maxsize=100_000, ttl=cfg.catalog_cache_ttl), shared)
 
     async def user(self, request: Request) -> str:
         """The caller's user id (a verified bearer token), within its rate limit."""

@@ -36,5 +36,6 @@ def create_service(settings: ServiceSettings) -> Service:
     @service.on_stop
     async def finish_refresh_requests(_: Service) -> None:
         await gateway.feeds.close()
+        await gateway.items.close()
 
     return service
