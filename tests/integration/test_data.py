@@ -1,6 +1,5 @@
 """Migrations and stores on a real SQLite file (WAL), many instances at once."""
 
-
 import pytest
 from sqlalchemy import text
 
