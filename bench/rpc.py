@@ -54,6 +54,7 @@ from grpc import aio
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.discovery.registry import Registry, connect_nats
 from cellwork.rpc.client import Client, connect_client
+from cellwork.rpc.context import TRACEPARENT_HEADER
 from cellwork.runtime.nats_server import NatsServer
 from cellwork.testing.echo import echo_stub
 from cellwork.testing.v1 import echo_pb2, echo_pb2_grpc
@@ -344,19 +345,31 @@ async def bench(args: argparse.Namespace, cell: Cell) -> None:
         def raw_call(n: int) -> Awaitable[Any]:
             return stubs[n % n_stubs].Echo(request, timeout=5)
 
+        # (a') raw with the one header cellwork sends on a root call (traceparent): what
+        # propagating trace context costs by itself, without any cellwork code.
+        traced = ((TRACEPARENT_HEADER, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),)
+
+        def raw_traced_call(n: int) -> Awaitable[Any]:
+            return stubs[n % n_stubs].Echo(request, timeout=5, metadata=traced)
+
         cellwork_client = client
 
         def cellwork_call(n: int) -> Awaitable[Any]:
             return cellwork_client.call("Echo", request, timeout=5.0)
 
-        calls: dict[str, CallFn] = {"raw": raw_call, "cellwork": cellwork_call}
+        calls: dict[str, CallFn] = {
+            "raw": raw_call,
+            "cellwork": cellwork_call,
+            "raw+trace": raw_traced_call,
+        }
+        modes = (*MODES, "raw+trace") if args.with_trace else MODES
         for call in calls.values():  # both paths answer before anything is timed
             await call(0)
             await call(1)
 
-        results: dict[str, list[RunResult]] = {mode: [] for mode in MODES}
+        results: dict[str, list[RunResult]] = {mode: [] for mode in modes}
         for round_no in range(1, args.rounds + 1):
-            for mode in MODES:
+            for mode in modes:
                 if args.pin_enabled:
                     pin_process(os.getpid(), args.client_cpus)  # grpc may have new threads
                     cell.repin()
@@ -378,8 +391,8 @@ async def bench(args: argparse.Namespace, cell: Cell) -> None:
                     flush=True,
                 )
 
-        summaries = [ModeSummary.of(mode, results[mode]) for mode in MODES]
-        raw, cw = summaries
+        summaries = [ModeSummary.of(mode, results[mode]) for mode in modes]
+        raw, cw = summaries[:2]
         print()
         print(
             f"median of {args.rounds} rounds; concurrency {args.concurrency}, "
@@ -393,6 +406,13 @@ async def bench(args: argparse.Namespace, cell: Cell) -> None:
             f"({cw.cpu_us_per_call - raw.cpu_us_per_call:+.0f} us)"
         )
         print(f"cellwork adds {cw.p50_ms - raw.p50_ms:.3f} ms at p50")
+        if args.with_trace:
+            traced_raw = summaries[2]
+            print(
+                f"against raw+trace (the same traceparent header): cellwork adds "
+                f"{cw.p50_ms - traced_raw.p50_ms:.3f} ms at p50, calls/s ratio "
+                f"{cw.calls_per_s / traced_raw.calls_per_s:.2f}"
+            )
         ratio = cw.calls_per_s / raw.calls_per_s if raw.calls_per_s > 0 else float("nan")
         print(f"cellwork/raw calls/s ratio: {ratio:.2f}")
     finally:
@@ -415,6 +435,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent callers")
     parser.add_argument("--rounds", type=int, default=3, help="raw+cellwork runs to take medians")
     parser.add_argument("--payload-bytes", type=int, default=64, help="request payload size")
+    parser.add_argument(
+        "--with-trace",
+        action="store_true",
+        help="also run raw calls carrying a traceparent header (what propagation costs alone)",
+    )
     parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
