@@ -53,3 +53,30 @@ def test_no_module_grows_past_six_hundred_lines():
         if "_pb2" not in p.name and len(p.read_text().splitlines()) > 600
     ]
     assert long == []
+
+
+def test_the_application_uses_only_the_platforms_public_packages():
+    """learnfeed imports cellwork's part packages (their ``__init__`` exports), never the
+    modules inside them: the parts can be rearranged without touching services."""
+    public = {
+        "cellwork",
+        "cellwork.cache",
+        "cellwork.data",
+        "cellwork.events",
+        "cellwork.gateway",
+        "cellwork.observability",
+    }
+    offenders = []
+    for path in (SRC.parent / "learnfeed").rglob("*.py"):
+        if "_pb2" in path.name:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = node.module
+            elif isinstance(node, ast.Import):
+                module = node.names[0].name
+            else:
+                continue
+            if module.split(".")[0] == "cellwork" and module not in public:
+                offenders.append(f"{path.name}: {module}")
+    assert offenders == []

@@ -2,7 +2,7 @@
 JSON errors, body limits, and an HTTP server that shares its port between instances."""
 
 from cellwork.gateway.aggregate import gather_parts
-from cellwork.gateway.auth import Claims, JwtCodec, JwtKeys
+from cellwork.gateway.auth import Claims, JwtCodec, JwtKeys, bearer_token
 from cellwork.gateway.http import (
     BodyLimit,
     HttpMetrics,
@@ -24,6 +24,7 @@ __all__ = [
     "RequestContext",
     "TemplateRoute",
     "TokenBucketLimiter",
+    "bearer_token",
     "error_body",
     "gather_parts",
     "json_error",

@@ -8,7 +8,7 @@ from typing import Any
 from cellwork import InvalidArgument, Service, ServiceSettings
 from cellwork.cache import LocalCache
 from cellwork.data import open_engine
-from cellwork.observability.logging import get_logger
+from cellwork.observability import get_logger
 from learnfeed.catalog.demo import demo_catalog
 from learnfeed.catalog.store import CatalogStore, Item
 from learnfeed.settings import LearnfeedSettings

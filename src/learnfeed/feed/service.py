@@ -8,12 +8,11 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from cellwork import InvalidArgument, ResourceExhausted, Service, ServiceSettings
+from cellwork import Client, InvalidArgument, ResourceExhausted, Service, ServiceSettings
 from cellwork.cache import LocalCache
 from cellwork.data import open_engine
 from cellwork.events import Delivery, Publisher
-from cellwork.observability.logging import get_logger
-from cellwork.rpc.client import Client
+from cellwork.observability import get_logger
 from learnfeed import subjects
 from learnfeed.feed.domain import (
     BurstCounter,

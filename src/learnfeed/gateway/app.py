@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from cellwork import CellworkError, InvalidArgument, NotFound, ResourceExhausted
+from cellwork import CellworkError, Client, InvalidArgument, NotFound, ResourceExhausted
 from cellwork.cache import LocalCache, RedisTier, TieredCache
 from cellwork.events import Publisher
 from cellwork.gateway import (
@@ -30,12 +30,11 @@ from cellwork.gateway import (
     RequestContext,
     TemplateRoute,
     TokenBucketLimiter,
+    bearer_token,
     gather_parts,
     json_error,
 )
-from cellwork.gateway.auth import bearer_token
-from cellwork.observability.logging import get_logger
-from cellwork.rpc.client import Client
+from cellwork.observability import get_logger
 from learnfeed import subjects
 from learnfeed.gateway import models
 from learnfeed.gateway.feeds import FeedReader

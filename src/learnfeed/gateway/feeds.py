@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
+from cellwork import Client
 from cellwork.cache import LocalCache
-from cellwork.observability.logging import get_logger
-from cellwork.rpc.client import Client
+from cellwork.observability import get_logger
 from learnfeed import subjects
 from learnfeed.feed.domain import NewestVersions, RefreshCoalescer, is_stale, parse_changed
 from learnfeed.v1 import feed_pb2, feed_pb2_grpc

@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Gauge
 
-from cellwork.observability.logging import get_logger
+from cellwork.observability import get_logger
 from learnfeed import subjects
 from learnfeed.v1 import events_pb2
 

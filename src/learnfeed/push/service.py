@@ -16,9 +16,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cellwork import Service, ServiceSettings, Unauthenticated
-from cellwork.gateway import JwtCodec
-from cellwork.gateway.auth import bearer_token
-from cellwork.observability.logging import get_logger
+from cellwork.gateway import JwtCodec, bearer_token
+from cellwork.observability import get_logger
 from learnfeed.push.hub import FRAMES, Hub
 from learnfeed.settings import LearnfeedSettings
 

@@ -13,11 +13,10 @@ import time
 
 import numpy as np
 
-from cellwork import NotFound, Service, ServiceSettings, Unavailable
+from cellwork import Client, NotFound, Service, ServiceSettings, Unavailable
 from cellwork.data import open_engine
 from cellwork.events import Delivery, Publisher
-from cellwork.observability.logging import get_logger
-from cellwork.rpc.client import Client
+from cellwork.observability import get_logger
 from learnfeed import subjects
 from learnfeed.recommender.domain import KIND_WEIGHT, ItemIndex, UserSignals, rank
 from learnfeed.recommender.store import RecommenderStore
