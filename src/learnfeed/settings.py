@@ -42,6 +42,8 @@ class LearnfeedSettings(ServiceSettings):
     part_deadline: float = Field(0.3, gt=0, description="seconds for each part of /v1/home")
     call_timeout: float = Field(2.0, gt=0, description="seconds for a gateway's upstream call")
     push_idle_timeout: float = Field(300.0, gt=0)
+    push_max_sockets_per_user: int = Field(8, ge=1, description="per push instance")
+    push_max_sockets: int = Field(20_000, ge=1, description="per push instance")
     catalog_cache_ttl: float = Field(300.0, gt=0)
     gateway_feed_cache: bool = Field(
         True, description="gateways keep current feed versions, dropped when one changes"

@@ -30,11 +30,20 @@ class Socket(Protocol):
 class Hub:
     """Routes ``feed.ready.<user>`` from NATS to that user's open sockets on this instance."""
 
-    def __init__(self, nats: NatsClient) -> None:
+    def __init__(self, nats: NatsClient, max_per_user: int = 8, max_sockets: int = 20_000) -> None:
         self.nats = nats
+        self.max_per_user = max_per_user
+        self.max_sockets = max_sockets
+        self.open = 0
         self.sockets: dict[str, set[Socket]] = {}
         self._subs: dict[str, Subscription] = {}
         self._lock = asyncio.Lock()
+
+    def has_room(self, user_id: str) -> bool:
+        """Whether one more socket of ``user_id`` fits this instance's bounds."""
+        return (
+            self.open < self.max_sockets and len(self.sockets.get(user_id, ())) < self.max_per_user
+        )
 
     async def join(self, user_id: str, socket: Socket) -> None:
         """Route the user's feed.ready to ``socket``; raises when NATS refuses the subscription."""
@@ -46,6 +55,7 @@ class Hub:
                 )
                 self.sockets[user_id] = set()
             self.sockets[user_id].add(socket)
+            self.open += 1
         CONNECTIONS.inc()
 
     async def leave(self, user_id: str, socket: Socket) -> None:
@@ -54,6 +64,7 @@ class Hub:
             if group is None or socket not in group:
                 return
             group.discard(socket)
+            self.open -= 1
             if not group:
                 del self.sockets[user_id]
                 sub = self._subs.pop(user_id, None)

@@ -24,6 +24,7 @@ from learnfeed.settings import LearnfeedSettings
 SERVICE_NAME = "push"
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013
 
 _log = get_logger("learnfeed.push")
 
@@ -68,6 +69,11 @@ def build_app(hub_ref: list[Hub], jwt: JwtCodec, idle_timeout: float) -> Starlet
             await ws.close(code=1013)
             return
         hub = hub_ref[0]
+        if not hub.has_room(claims.sub):
+            # Refused at the handshake (HTTP 403): too many sockets for this user, or here.
+            _log.info("push.refused", reason="socket limit")
+            await ws.close(code=TRY_AGAIN_LATER)
+            return
         await ws.accept()
         joined = False
         try:
@@ -141,6 +147,6 @@ def create_service(settings: ServiceSettings) -> Service:
     @service.on_start
     async def connect_hub(svc: Service) -> None:
         assert svc.nats is not None
-        hub_ref.append(Hub(svc.nats))
+        hub_ref.append(Hub(svc.nats, cfg.push_max_sockets_per_user, cfg.push_max_sockets))
 
     return service
