@@ -1,0 +1,1 @@
+"""The pieces of bench/feed.py: processes, the cell, wrk, users, push, the ceiling."""
