@@ -53,6 +53,9 @@ class Hub:
                 self._subs[user_id] = await self.nats.subscribe(
                     subjects.feed_ready(user_id), cb=self._on_ready
                 )
+                # The server knows of the interest before the socket counts as joined:
+                # a feed.ready published right after is not lost.
+                await self.nats.flush(timeout=2)
                 self.sockets[user_id] = set()
             self.sockets[user_id].add(socket)
             self.open += 1
