@@ -359,7 +359,7 @@ async def test_bad_requests_get_clear_errors_and_store_nothing(cell: Cell) -> No
         ).status_code == 422
         assert (
             await client.get("/v1/feed", params={"cursor": "%%%"}, headers=auth)
-        ).status_code == 400
+        ).status_code == 422
         # unknown items: 404, and no event reaches the stream
         nc = await nats.connect(cell.nats_url())
         try:
@@ -506,3 +506,39 @@ async def test_gateway_and_push_expose_metrics_with_bounded_labels(cell: Cell) -
     async with httpx.AsyncClient(base_url=push_http, timeout=10) as client:
         assert (await client.get("/readyz")).status_code == 200
         assert "learnfeed_push_connections" in (await client.get("/metrics")).text
+
+
+def test_schemathesis_finds_no_difference_between_the_openapi_document_and_the_api(
+    cell: Cell,
+) -> None:
+    """The contract-testing tool generates requests from /openapi.json (valid and not)
+    and checks every answer against the document: statuses, schemas, headers."""
+    st = Path(sys.executable).parent / "st"
+    r = httpx.post(
+        f"{cell.http}/v1/auth/signup",
+        json={
+            "email": f"st-{os.urandom(4).hex()}@example.org",
+            "password": "correct horse",
+            "name": "Contract",
+        },
+        timeout=10,
+    )
+    token = r.json()["access_token"]
+    out = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{cell.http}/openapi.json",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-6000:]

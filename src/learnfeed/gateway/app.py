@@ -6,9 +6,8 @@ route in the OpenAPI document.
 """
 
 import asyncio
-import base64
-import binascii
 import hashlib
+import re
 import time
 import uuid
 from typing import Annotated, Any
@@ -96,20 +95,21 @@ class Upstreams:
         return out
 
 
+# A cursor names the version it came from and where the next page starts. Its shape is
+# a pattern in the OpenAPI document, so every cursor the document allows can be read.
+CURSOR_PATTERN = r"^v[0-9]{1,12}o[0-9]{1,5}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def encode_cursor(version: int, offset: int) -> str:
-    return base64.urlsafe_b64encode(f"{version}:{offset}".encode()).decode().rstrip("=")
+    return f"v{version}o{offset}"
 
 
 def decode_cursor(cursor: str) -> int:
     """The offset a cursor points at; raises InvalidArgument for a malformed one."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        _version, offset = (int(part) for part in raw.split(":"))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument("malformed cursor") from None
-    if offset < 0 or offset > 10_000:
+    if not _CURSOR.match(cursor):
         raise InvalidArgument("malformed cursor")
-    return offset
+    return int(cursor.rpartition("o")[2])
 
 
 def item_json(item: catalog_pb2.Item) -> bytes:
@@ -280,7 +280,8 @@ def build_app(gw: Gateway) -> Any:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return json_error(exc.status_code, code, str(exc.detail))
+        # Keep the headers the status needs (Allow on a 405).
+        return json_error(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
@@ -341,7 +342,7 @@ def build_app(gw: Gateway) -> Any:
         request: Request,
         user: User,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        cursor: Annotated[str | None, Query(max_length=64)] = None,
+        cursor: Annotated[str | None, Query(max_length=20, pattern=CURSOR_PATTERN)] = None,
     ) -> Response:
         # Documents the route; requests are served by ``feed_fast`` below.
         return await gw.feed_response(request, user, limit, cursor)
@@ -358,8 +359,8 @@ def build_app(gw: Gateway) -> Any:
             return json_error(422, "validation_failed", "query.limit: must be an integer")
         if not 1 <= limit <= 100:
             return json_error(422, "validation_failed", "query.limit: must be 1 to 100")
-        if cursor is not None and len(cursor) > 64:
-            return json_error(422, "validation_failed", "query.cursor: at most 64 characters")
+        if cursor is not None and not _CURSOR.match(cursor):
+            return json_error(422, "validation_failed", "query.cursor: not a cursor of this API")
         return await gw.feed_response(request, user, limit, cursor)
 
     app.router.routes.insert(0, TemplateRoute("/v1/feed", feed_fast, methods=["GET"]))
@@ -405,13 +406,21 @@ def build_app(gw: Gateway) -> Any:
 
     EducatorId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
-    @app.post(
+    @app.api_route(
         "/v1/educators/{educator_id}/follow",
+        methods=["POST", "DELETE"],
         status_code=204,
         responses=_errors(*AUTHED, 404, 422),
     )
-    async def follow(user: User, educator_id: EducatorId) -> Response:
+    async def follow(request: Request, user: User, educator_id: EducatorId) -> Response:
+        """POST follows the educator, DELETE unfollows (both idempotent)."""
+        # One route for both methods, so a 405 here lists both in Allow.
         await educator_exists(educator_id)
+        if request.method == "DELETE":
+            await up.identity.call(
+                "Unfollow", identity_pb2.FollowRequest(user_id=user, educator_id=educator_id)
+            )
+            return Response(status_code=204)
         reply = await up.identity.call(
             "Follow", identity_pb2.FollowRequest(user_id=user, educator_id=educator_id)
         )
@@ -424,18 +433,6 @@ def build_app(gw: Gateway) -> Any:
                 )
             except CellworkError as exc:  # the periodic pass catches up; the follow stands
                 _log.warning("gateway.refresh_request_failed", error=exc.message)
-        return Response(status_code=204)
-
-    @app.delete(
-        "/v1/educators/{educator_id}/follow",
-        status_code=204,
-        responses=_errors(*AUTHED, 404, 422),
-    )
-    async def unfollow(user: User, educator_id: EducatorId) -> Response:
-        await educator_exists(educator_id)
-        await up.identity.call(
-            "Unfollow", identity_pb2.FollowRequest(user_id=user, educator_id=educator_id)
-        )
         return Response(status_code=204)
 
     @app.get("/v1/home", response_model=models.HomeOut, responses=_errors(*AUTHED))
