@@ -509,7 +509,7 @@ async def test_gateway_and_push_expose_metrics_with_bounded_labels(cell: Cell) -
 
 
 def test_schemathesis_finds_no_difference_between_the_openapi_document_and_the_api(
-    cell: Cell,
+    cell: Cell, tmp_path: Path
 ) -> None:
     """The contract-testing tool generates requests from /openapi.json (valid and not)
     and checks every answer against the document: statuses, schemas, headers."""
@@ -540,5 +540,6 @@ def test_schemathesis_finds_no_difference_between_the_openapi_document_and_the_a
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,  # its run data stays out of the working tree
     )
     assert out.returncode == 0, out.stdout[-6000:]
