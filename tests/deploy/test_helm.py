@@ -16,15 +16,13 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+# Both are dev dependencies (pyproject): a missing one is a broken install, not a skip.
+import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
 
 from .conftest import DEPLOY
-
-helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
-kubernetes_validate = pytest.importorskip(
-    "kubernetes_validate", reason="kubernetes-validate is not installed"
-)
 
 CHART = DEPLOY / "helm" / "cellwork"
 KUBERNETES = "1.31"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import zlib
 from collections import OrderedDict
+from typing import Generic, Protocol, TypeVar
+
+from cellwork.cache import LocalCache
 
 
 def window_of(user_id: str, now: float, window: float) -> int:
@@ -95,6 +98,50 @@ class NewestVersions:
         return self._newest.get(user_id, 0)
 
     def clear(self) -> None:
+        self._newest.clear()
+
+
+class HasVersion(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+V = TypeVar("V", bound=HasVersion)
+
+
+class CurrentVersions(Generic[V]):
+    """Each user's current feed version, kept in the instance (feed or gateway).
+
+    Never keeps or serves a copy older than the newest version announced: a read that
+    began before a new version was stored can come back after its announcement, and
+    two stores can finish out of order.
+    """
+
+    def __init__(self, ttl: float, maxsize: int = 100_000) -> None:
+        self._kept: LocalCache[str, V] = LocalCache(maxsize=maxsize, ttl=ttl)
+        self._newest = NewestVersions(max_users=2 * maxsize)
+
+    def get(self, user_id: str) -> V | None:
+        kept = self._kept.get(user_id)
+        if kept is None or kept.version < self._newest.newest(user_id):
+            return None
+        return kept
+
+    def keep(self, user_id: str, value: V) -> None:
+        """Keep ``value`` unless a newer version is known."""
+        if value.version >= self._newest.newest(user_id):
+            self._kept.put(user_id, value)
+
+    def announce(self, user_id: str, version: int) -> None:
+        """Version ``version`` was stored: older copies stop being served."""
+        self._newest.saw(user_id, version)
+        kept = self._kept.get(user_id)
+        if kept is not None and kept.version < version:
+            self._kept.invalidate(user_id)
+
+    def clear(self) -> None:
+        """Forget everything (after a NATS reconnect announcements may be missing)."""
+        self._kept.clear()
         self._newest.clear()
 
 

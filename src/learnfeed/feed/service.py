@@ -16,7 +16,7 @@ from cellwork.observability import get_logger
 from learnfeed import subjects
 from learnfeed.feed.domain import (
     BurstCounter,
-    NewestVersions,
+    CurrentVersions,
     RefreshCoalescer,
     changed_payload,
     is_stale,
@@ -102,32 +102,20 @@ class FeedServicer(rpc.FeedServicer):
         self.publisher = publisher
         self.instance_id = instance_id
         self.nats: NatsClient | None = None
-        self.versions: LocalCache[str, FeedVersion] = LocalCache(maxsize=100_000, ttl=300.0)
-        self.newest = NewestVersions()
+        self.versions: CurrentVersions[FeedVersion] = CurrentVersions(ttl=300.0)
 
     async def current(self, user_id: str) -> FeedVersion | None:
         """The user's current version (cached), or None when there is none yet."""
-        newest = self.newest.newest(user_id)
         version = self.versions.get(user_id)
-        if version is None or version.version < newest:
+        if version is None:
             version = await self.store.get(user_id) or _NO_VERSION
-            # A read that began before a newer version was announced must not be kept.
-            if version.version >= self.newest.newest(user_id):
-                self.versions.put(user_id, version)
+            self.versions.keep(user_id, version)
         return None if version is _NO_VERSION else version
 
     async def on_changed(self, msg: Msg) -> None:
-        """A sibling stored a new version: drop ours, remember the number."""
-        instance, version = parse_changed(msg.data)
+        """An instance stored a new version: older copies here stop being served."""
         user_id = msg.subject[len(subjects.FEED_CHANGED_PREFIX) + 1 :]
-        self.newest.saw(user_id, version)
-        if instance != self.instance_id:
-            self.versions.invalidate(user_id)
-
-    def forget_all(self) -> None:
-        """After a NATS reconnect: announcements may have been missed."""
-        self.versions.clear()
-        self.newest.clear()
+        self.versions.announce(user_id, parse_changed(msg.data)[1])
 
     def request_refresh(self, user_id: str, reason: str, now: float | None = None) -> bool:
         """Queue ``feed.refresh.requested`` unless this window already asked; True if queued."""
@@ -179,11 +167,8 @@ class FeedServicer(rpc.FeedServicer):
         items = [(i.item_id, float(i.score)) for i in request.items]
         generated = request.generated_at or time.time()
         number = await self.store.put_version(request.user_id, items, generated)
-        self.newest.saw(request.user_id, number)
-        if number >= self.newest.newest(request.user_id):  # two puts may finish out of order
-            self.versions.put(
-                request.user_id, FeedVersion(request.user_id, number, generated, items)
-            )
+        self.versions.announce(request.user_id, number)
+        self.versions.keep(request.user_id, FeedVersion(request.user_id, number, generated, items))
         if self.nats is not None:
             await self.nats.publish(
                 subjects.feed_changed(request.user_id), changed_payload(self.instance_id, number)
@@ -237,7 +222,7 @@ def create_service(settings: ServiceSettings) -> Service:
 
     @service.on_reconnect
     async def forget_cached_versions(_: Service) -> None:
-        servicer.forget_all()
+        servicer.versions.clear()
 
     @service.on_stop
     async def close_database(_: Service) -> None:

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 
 from cellwork import Client
-from cellwork.cache import LocalCache
 from cellwork.observability import get_logger
 from learnfeed import subjects
-from learnfeed.feed.domain import NewestVersions, RefreshCoalescer, is_stale, parse_changed
+from learnfeed.feed.domain import CurrentVersions, RefreshCoalescer, is_stale, parse_changed
 from learnfeed.v1 import feed_pb2, feed_pb2_grpc
 
 WHOLE = 100  # GetFeed's largest page: versions up to this size are kept whole
@@ -50,26 +49,19 @@ class FeedReader:
         self.window = refresh_window
         self.keep = keep
         self.feed: Client[feed_pb2_grpc.FeedStub] | None = None
-        self.versions: LocalCache[str, FeedSlice] = LocalCache(maxsize=100_000, ttl=ttl)
+        self.versions: CurrentVersions[FeedSlice] = CurrentVersions(ttl=ttl)
         self.coalescer = RefreshCoalescer(refresh_window)
-        self.newest = NewestVersions()
         self._asking: set[asyncio.Task[None]] = set()
 
     async def on_changed(self, msg: Msg) -> None:
-        """A feed instance stored a new version: drop the copy, remember the number."""
+        """A feed instance stored a new version: older copies stop being served."""
         user_id = msg.subject[len(subjects.FEED_CHANGED_PREFIX) + 1 :]
-        self.newest.saw(user_id, parse_changed(msg.data)[1])
-        self.versions.invalidate(user_id)
-
-    def forget_all(self) -> None:
-        """After a NATS reconnect: announcements may have been missed."""
-        self.versions.clear()
-        self.newest.clear()
+        self.versions.announce(user_id, parse_changed(msg.data)[1])
 
     async def page(self, user_id: str, offset: int, limit: int) -> FeedSlice:
         now = time.time()
         kept = self.versions.get(user_id) if self.keep else None
-        if kept is not None and kept.version >= self.newest.newest(user_id):
+        if kept is not None:
             if self.coalescer.should_request(user_id, now) is not None:
                 self._ask_refresh(user_id)
             return FeedSlice(
@@ -91,14 +83,9 @@ class FeedReader:
         # The feed service asked for a refresh for this read; this window is covered.
         self.coalescer.should_request(user_id, now)
         entries = [(e.item_id, e.score) for e in reply.items]
-        # Keep it unless a newer version was announced while this read was in flight.
-        if (
-            whole
-            and reply.version > 0
-            and reply.total <= len(entries)
-            and reply.version >= self.newest.newest(user_id)
-        ):
-            self.versions.put(
+        # Kept unless a newer version was announced while this read was in flight.
+        if whole and reply.version > 0 and reply.total <= len(entries):
+            self.versions.keep(
                 user_id, FeedSlice(reply.version, reply.generated_at, False, entries, reply.total)
             )
         if whole:

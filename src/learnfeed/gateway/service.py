@@ -31,7 +31,7 @@ def create_service(settings: ServiceSettings) -> Service:
 
     @service.on_reconnect
     async def forget_feed_versions(_: Service) -> None:
-        gateway.feeds.forget_all()
+        gateway.feeds.versions.clear()
 
     @service.on_stop
     async def finish_refresh_requests(_: Service) -> None:

@@ -110,3 +110,26 @@ def test_the_newest_version_only_goes_up_and_stays_bounded() -> None:
 def test_changed_messages_round_trip() -> None:
     assert parse_changed(changed_payload("feed-1", 42)) == ("feed-1", 42)
     assert parse_changed(b"garbage") == ("garbage", 0)
+
+
+def test_current_versions_never_serve_or_keep_a_copy_older_than_announced() -> None:
+    from dataclasses import dataclass
+
+    from learnfeed.feed.domain import CurrentVersions
+
+    @dataclass
+    class Copy:
+        version: int
+
+    versions: CurrentVersions[Copy] = CurrentVersions(ttl=60)
+    versions.keep("u", Copy(1))
+    assert versions.get("u") == Copy(1)
+    versions.announce("u", 2)  # a newer version was stored elsewhere
+    assert versions.get("u") is None
+    versions.keep("u", Copy(1))  # a read that began before the announcement comes back late
+    assert versions.get("u") is None
+    versions.keep("u", Copy(2))
+    versions.announce("u", 2)  # its own announcement does not drop the current copy
+    assert versions.get("u") == Copy(2)
+    versions.clear()
+    assert versions.get("u") is None
