@@ -19,7 +19,7 @@ import pytest
 import websockets
 import yaml
 
-from cellwork.testing import free_port
+from cellwork.testing import CellProcess, free_port
 
 from .conftest import DEPLOY, REPO
 
@@ -143,28 +143,17 @@ class Edge:
 @pytest.fixture
 def edge(nginx: str, tmp_path: Path) -> Iterator[Edge]:
     """The cell's back services, two gateway and two push instances, nginx in front."""
-    from cellwork.runtime.control import CellState
-
     spec = yaml.safe_load((REPO / "src/learnfeed/cell.yaml").read_text())
-    spec.update(name="edge", state_dir=str(tmp_path / "state"))
+    spec["name"] = "edge"
     for name, service in spec["services"].items():
         service["replicas"] = 0 if name in ("gateway", "push") else 1
-    (tmp_path / "cell.yaml").write_text(yaml.safe_dump(spec))
-    cell = subprocess.Popen(
-        [sys.executable, "-m", "cellwork", "up", "-f", str(tmp_path / "cell.yaml"), "--demo"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    cell = CellProcess(spec, tmp_path / "cell").start()
     processes: list[subprocess.Popen[bytes]] = []
     proxy = None
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "state/cell.json").exists():
-            assert time.monotonic() < deadline and cell.poll() is None
-            time.sleep(0.2)
         common = {
-            "CELLWORK_NATS_URL": CellState.read(tmp_path / "state").nats_url,
-            "CELLWORK_STATE_DIR": str(tmp_path / "state"),
+            "CELLWORK_NATS_URL": cell.nats_url(),
+            "CELLWORK_STATE_DIR": str(cell.state_dir),
             "CELLWORK_DEMO": "1",
         }
         ports = {"gateway": [free_port(), free_port()], "push": [free_port(), free_port()]}
@@ -197,8 +186,7 @@ def edge(nginx: str, tmp_path: Path) -> Iterator[Edge]:
                 process.terminate()
         for process in processes:
             process.wait(15)
-        cell.send_signal(signal.SIGINT)
-        cell.wait(30)
+        cell.stop()
 
 
 async def test_nginx_balances_gateways_and_push_and_survives_a_stopped_gateway(

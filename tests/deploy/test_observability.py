@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from cellwork.testing import free_port
+from cellwork.testing import CellProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy/prometheus"
@@ -170,51 +167,20 @@ def test_dashboard_uses_only_recorded_rules_that_exist() -> None:
 # The live cell: every metric the rules and the dashboard name must be exported.
 
 
-def status(state_dir: Path) -> list[dict] | None:
-    out = subprocess.run(
-        [sys.executable, "-m", "cellwork", "status", "--json", "--state-dir", str(state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    return json.loads(out.stdout)["instances"] if out.returncode == 0 else None
-
-
 @pytest.fixture(scope="module")
 def scrapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """/metrics of every instance of a running learnfeed cell (one of each), after traffic,
     keyed by where it came from."""
-    base = tmp_path_factory.mktemp("observed")
     spec = yaml.safe_load((REPO / "src/learnfeed/cell.yaml").read_text())
     http_port, ws_port = free_port(), free_port()
     spec["name"] = "obs"
-    spec["state_dir"] = str(base / "state")
     spec["env"] = {"CELLWORK_GATEWAY_PORT": str(http_port), "CELLWORK_PUSH_PORT": str(ws_port)}
     for service in spec["services"].values():
         service["replicas"] = 1
-    cell_file = base / "cell.yaml"
-    cell_file.write_text(yaml.safe_dump(spec))
-    log = (base / "cell.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cellwork", "up", "-f", str(cell_file), "--demo"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=base,
-    )
     http = f"http://127.0.0.1:{http_port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (base / "cell.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "cell did not become ready"
-            rows = status(base / "state") or []
-            if len(rows) == len(spec["services"]) and all(r["status"] == "SERVING" for r in rows):
-                try:
-                    if httpx.get(f"{http}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.5)
+    cell = CellProcess(spec, tmp_path_factory.mktemp("observed"), ready_urls=(f"{http}/readyz",))
+    with cell:
+        rows = cell.instances()
         with httpx.Client(base_url=http, timeout=10) as client:
             r = client.post(
                 "/v1/auth/signup",
@@ -234,14 +200,6 @@ def scrapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
             url = f"http://127.0.0.1:{port}/metrics"
             texts[name] = httpx.get(url, timeout=5).raise_for_status().text
         yield texts
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 def exported(texts: dict[str, str]) -> tuple[set[str], set[str]]:

@@ -20,7 +20,7 @@ import websockets
 import yaml
 
 from cellwork.runtime.control import CellState
-from cellwork.testing import free_port
+from cellwork.testing import CellProcess, free_port
 from learnfeed.catalog.demo import demo_catalog
 from learnfeed.settings import DEV_JWT_KEY
 
@@ -40,27 +40,12 @@ class Cell:
         return CellState.read(self.state_dir).nats_url
 
 
-def all_serving(state_dir: Path, expected: int) -> bool:
-    out = subprocess.run(
-        [sys.executable, "-m", "cellwork", "status", "--json", "--state-dir", str(state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    if out.returncode != 0:
-        return False
-    rows = json.loads(out.stdout)["instances"]
-    return len(rows) == expected and all(r["status"] == "SERVING" for r in rows)
-
-
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
     """The demo cell from src/learnfeed/cell.yaml, on free ports, one of each but the edges."""
-    base = tmp_path_factory.mktemp("learnfeed")
     spec = yaml.safe_load((REPO / "src/learnfeed/cell.yaml").read_text())
     http_port, ws_port = free_port(), free_port()
     spec["name"] = "lf"
-    spec["state_dir"] = str(base / "state")
     spec["env"] = {
         "CELLWORK_GATEWAY_PORT": str(http_port),
         "CELLWORK_PUSH_PORT": str(ws_port),
@@ -74,39 +59,13 @@ def cell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
     }
     for name, service in spec["services"].items():
         service["replicas"] = 2 if name in ("gateway", "push", "recommender", "feed") else 1
-    expected = sum(s["replicas"] for s in spec["services"].values())
-    cell_file = base / "cell.yaml"
-    cell_file.write_text(yaml.safe_dump(spec))
-    log = (base / "cell.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cellwork", "up", "-f", str(cell_file), "--demo"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=base,
+    http = f"http://127.0.0.1:{http_port}"
+    running = CellProcess(
+        spec, tmp_path_factory.mktemp("learnfeed"), ready_urls=(f"{http}/readyz",)
     )
-    try:
-        deadline = time.monotonic() + 60
-        http = f"http://127.0.0.1:{http_port}"
-        while True:
-            assert proc.poll() is None, (base / "cell.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "cell did not become ready"
-            if all_serving(base / "state", expected):
-                try:
-                    if httpx.get(f"{http}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.5)
-        yield Cell(http, f"ws://127.0.0.1:{ws_port}/v1/stream", base / "state")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        log.close()
-    assert proc.returncode == 0
+    with running:
+        yield Cell(http, f"ws://127.0.0.1:{ws_port}/v1/stream", running.state_dir)
+    assert running.process is not None and running.process.returncode == 0
 
 
 async def signup(client: httpx.AsyncClient, name: str = "Learner") -> dict:

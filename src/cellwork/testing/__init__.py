@@ -4,10 +4,12 @@
 - ``start_service`` runs a service in-process (real gRPC, real registry).
 - ``cellwork.testing.pytest_plugin`` provides the ``nats_server`` and ``registry``
   fixtures: add ``pytest_plugins = ["cellwork.testing.pytest_plugin"]`` to a conftest.
+- ``CellProcess`` runs a whole cell with ``cellwork up``, as a user does.
 - ``cellwork.testing.echo`` is a small real service to call.
 """
 
 from cellwork.runtime.nats_server import NatsServer, free_port
+from cellwork.testing.cell import CellProcess
 from cellwork.testing.services import start_service
 
-__all__ = ["NatsServer", "free_port", "start_service"]
+__all__ = ["CellProcess", "NatsServer", "free_port", "start_service"]

@@ -53,6 +53,10 @@ class IdentityServicer(rpc.IdentityServicer):
             family or uuid.uuid4().hex,
             time.time() + self.refresh_ttl,
         )
+        return self._pair(user_id, refresh)
+
+    def _pair(self, user_id: str, refresh: str) -> pb.TokenPair:
+        """A fresh access token for ``user_id`` with the refresh token just stored."""
         return pb.TokenPair(
             user_id=user_id,
             access_token=self.jwt.issue(user_id),
@@ -97,12 +101,7 @@ class IdentityServicer(rpc.IdentityServicer):
             domain.hash_refresh_token(refresh),
             time.time() + self.refresh_ttl,
         )
-        return pb.TokenPair(
-            user_id=user_id,
-            access_token=self.jwt.issue(user_id),
-            refresh_token=refresh,
-            expires_in=self.jwt.ttl,
-        )
+        return self._pair(user_id, refresh)
 
     async def GetProfile(self, request: pb.GetProfileRequest, context: Any) -> pb.Profile:
         user = await self.store.user_by_id(request.user_id)
