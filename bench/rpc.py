@@ -2,21 +2,31 @@
 
 Starts a private nats-server (JetStream) and two echo instances
 (``cellwork serve cellwork.testing.echo``) on 127.0.0.1, then drives the same
-two instances at the same concurrency with two clients, alternating
-raw, cellwork, raw, cellwork... for ``--rounds`` rounds so machine noise hits
-both alike:
+two instances with two clients at each concurrency of ``--concurrency`` in
+turn, alternating raw, cellwork, raw, cellwork... for ``--rounds`` rounds so
+machine noise hits both alike:
 
     raw       one ``grpc.aio.insecure_channel`` per instance, calls alternate
               round-robin between the two stubs: ``await stub.Echo(req, timeout=5)``
-    cellwork  ``connect_client(registry, "echo", echo_stub)``:
+    cellwork  ``connect_client(registry, "echo", echo_stub, caller="bench")``:
               ``await client.call("Echo", req, timeout=5.0)`` (balancer pick,
               deadline, traceparent metadata, metrics)
+    raw+trace (``--with-trace``) the raw stub sending a fresh ``traceparent``
+              on every call, as cellwork does: what trace propagation costs alone
 
-Each run: ``--concurrency`` worker coroutines loop calls for ``--warmup``
-seconds (not recorded), then ``--duration`` seconds recorded (every answer's
-latency, via ``time.perf_counter``). The table shows, per mode, the median
-over rounds of calls/s, p50 and p99, and the errors summed over rounds; the
-last line is ``cellwork/raw calls/s ratio: X.XX``.
+Each run: that many worker coroutines loop calls for ``--warmup`` seconds (not
+recorded), then ``--duration`` seconds recorded (every answer's latency, via
+``time.perf_counter``). The first table shows, per concurrency and mode, the
+median over rounds of calls/s, p50 and p99, the errors summed over rounds and
+the bench process's CPU per call; the second, per concurrency, cellwork's
+calls/s ratio and added p50 against raw and whether both meet the target
+(>= 0.85, < 0.3 ms). The last line is ``cellwork/raw calls/s ratio: X.XX`` at
+the highest concurrency.
+
+At concurrency 1 the latency is the call itself; by 8 the servers' core is
+busy and latency is mostly waiting: a closed loop of c callers on a saturated
+core waits c x (server CPU per call), so there an added p50 reads the extra
+server CPU per call multiplied by c.
 
 With ``--pin`` (default on machines with two or more CPUs) the bench process
 runs on the first allowed CPU and nats-server plus the echo instances on the
@@ -24,7 +34,7 @@ others, so client and servers do not steal each other's CPU.
 
 Run from the repository root:
 
-    .venv/bin/python bench/rpc.py [--duration 10 --concurrency 64 --rounds 3]
+    .venv/bin/python bench/rpc.py [--with-trace --concurrency 1,8,64 --rounds 3 --duration 8]
 
 Everything listens on 127.0.0.1 only; the processes it starts are stopped on
 exit, on error, on Ctrl-C and on SIGTERM.
@@ -53,6 +63,7 @@ from grpc import aio
 
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.discovery.registry import Registry, connect_nats
+from cellwork.observability.tracing import new_trace
 from cellwork.rpc.client import Client, connect_client
 from cellwork.rpc.context import TRACEPARENT_HEADER
 from cellwork.runtime.nats_server import NatsServer
@@ -303,14 +314,78 @@ async def wait_for_instances(registry: Registry, cell: Cell, timeout: float) -> 
 # --- the benchmark ------------------------------------------------------------
 
 
-def print_table(summaries: Sequence[ModeSummary]) -> None:
-    header = f"{'mode':<10} {'calls/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"
+TARGET_RATIO = 0.85  # issue's target: cellwork reaches >= 85 % of raw's calls/s ...
+TARGET_ADDED_P50_MS = 0.3  # ... and adds under 0.3 ms at p50
+
+
+def print_table(summaries: Sequence[tuple[int, ModeSummary]]) -> None:
+    header = (
+        f"{'concurrency':>11}  {'mode':<10} {'calls/s':>9} {'p50 ms':>9} {'p99 ms':>9} "
+        f"{'errors':>7} {'client us/call':>15}"
+    )
     print(header)
     print("-" * len(header))
-    for s in summaries:
+    for concurrency, s in summaries:
         print(
-            f"{s.mode:<10} {s.calls_per_s:>10.0f} {s.p50_ms:>9.3f} {s.p99_ms:>9.3f} {s.errors:>7d}"
+            f"{concurrency:>11}  {s.mode:<10} {s.calls_per_s:>9.0f} {s.p50_ms:>9.3f} "
+            f"{s.p99_ms:>9.3f} {s.errors:>7d} {s.cpu_us_per_call:>15.0f}"
         )
+
+
+def print_verdicts(by_concurrency: dict[int, dict[str, ModeSummary]], with_trace: bool) -> None:
+    """Per concurrency: cellwork against raw (and raw+trace), and the issue's target."""
+    header = f"{'concurrency':>11}  {'cellwork/raw calls/s':>20} {'added p50 ms':>13}"
+    if with_trace:
+        header += f" {'vs raw+trace: calls/s, p50 ms':>30}"
+    header += "  target (>= 0.85, < 0.3 ms)"
+    print(header)
+    print("-" * len(header))
+    for concurrency, modes in by_concurrency.items():
+        raw, cw = modes["raw"], modes["cellwork"]
+        ratio = cw.calls_per_s / raw.calls_per_s if raw.calls_per_s > 0 else float("nan")
+        added = cw.p50_ms - raw.p50_ms
+        line = f"{concurrency:>11}  {ratio:>20.2f} {added:>+13.3f}"
+        if with_trace:
+            traced = modes["raw+trace"]
+            line += (
+                f" {cw.calls_per_s / traced.calls_per_s:>21.2f}, {cw.p50_ms - traced.p50_ms:>+7.3f}"
+            )
+        met = ratio >= TARGET_RATIO and added < TARGET_ADDED_P50_MS
+        print(line + ("  met" if met else "  not met"))
+
+
+async def measure(
+    args: argparse.Namespace,
+    cell: Cell,
+    calls: dict[str, CallFn],
+    modes: Sequence[str],
+    concurrency: int,
+) -> dict[str, ModeSummary]:
+    """Alternate the modes for ``args.rounds`` rounds at one concurrency; medians per mode."""
+    results: dict[str, list[RunResult]] = {mode: [] for mode in modes}
+    for round_no in range(1, args.rounds + 1):
+        for mode in modes:
+            if args.pin_enabled:
+                pin_process(os.getpid(), args.client_cpus)  # grpc may have new threads
+                cell.repin()
+            cell.check_alive()
+            run = await run_load(
+                mode,
+                calls[mode],
+                concurrency=concurrency,
+                warmup=args.warmup,
+                duration=args.duration,
+            )
+            results[mode].append(run)
+            print(
+                f"c={concurrency} round {round_no}/{args.rounds} {mode:<9} "
+                f"{run.calls_per_s:>7.0f} calls/s  p50 {run.quantile_ms(0.5):.3f} ms  "
+                f"p99 {run.quantile_ms(0.99):.3f} ms  errors {run.errors}  "
+                f"client CPU {run.cpu_us_per_call:.0f} us/call"
+                + (f"  (first: {run.first_error})" if run.first_error else ""),
+                flush=True,
+            )
+    return {mode: ModeSummary.of(mode, results[mode]) for mode in modes}
 
 
 async def bench(args: argparse.Namespace, cell: Cell) -> None:
@@ -345,11 +420,10 @@ async def bench(args: argparse.Namespace, cell: Cell) -> None:
         def raw_call(n: int) -> Awaitable[Any]:
             return stubs[n % n_stubs].Echo(request, timeout=5)
 
-        # (a') raw with the one header cellwork sends on a root call (traceparent): what
-        # propagating trace context costs by itself, without any cellwork code.
-        traced = ((TRACEPARENT_HEADER, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),)
-
+        # (a') raw with the one header cellwork sends on every call (traceparent, a
+        # fresh span id each time): what propagating trace context costs by itself.
         def raw_traced_call(n: int) -> Awaitable[Any]:
+            traced = ((TRACEPARENT_HEADER, new_trace().to_traceparent()),)
             return stubs[n % n_stubs].Echo(request, timeout=5, metadata=traced)
 
         cellwork_client = client
@@ -367,53 +441,22 @@ async def bench(args: argparse.Namespace, cell: Cell) -> None:
             await call(0)
             await call(1)
 
-        results: dict[str, list[RunResult]] = {mode: [] for mode in modes}
-        for round_no in range(1, args.rounds + 1):
-            for mode in modes:
-                if args.pin_enabled:
-                    pin_process(os.getpid(), args.client_cpus)  # grpc may have new threads
-                    cell.repin()
-                cell.check_alive()
-                run = await run_load(
-                    mode,
-                    calls[mode],
-                    concurrency=args.concurrency,
-                    warmup=args.warmup,
-                    duration=args.duration,
-                )
-                results[mode].append(run)
-                print(
-                    f"round {round_no}/{args.rounds} {mode:<8} "
-                    f"{run.calls_per_s:>9.0f} calls/s  p50 {run.quantile_ms(0.5):.3f} ms  "
-                    f"p99 {run.quantile_ms(0.99):.3f} ms  errors {run.errors}  "
-                    f"client CPU {run.cpu_us_per_call:.0f} us/call"
-                    + (f"  (first: {run.first_error})" if run.first_error else ""),
-                    flush=True,
-                )
+        by_concurrency: dict[int, dict[str, ModeSummary]] = {}
+        for concurrency in args.concurrency:
+            by_concurrency[concurrency] = await measure(args, cell, calls, modes, concurrency)
 
-        summaries = [ModeSummary.of(mode, results[mode]) for mode in modes]
-        raw, cw = summaries[:2]
         print()
         print(
-            f"median of {args.rounds} rounds; concurrency {args.concurrency}, "
-            f"{args.duration:g} s per run after {args.warmup:g} s warm-up, "
-            f"payload {args.payload_bytes} B, 2 echo instances"
+            f"median of {args.rounds} rounds per concurrency, {args.duration:g} s per run "
+            f"after {args.warmup:g} s warm-up, payload {args.payload_bytes} B, 2 echo instances"
         )
-        print_table(summaries)
-        print(
-            f"client CPU per call (bench process, all threads): raw {raw.cpu_us_per_call:.0f} us, "
-            f"cellwork {cw.cpu_us_per_call:.0f} us "
-            f"({cw.cpu_us_per_call - raw.cpu_us_per_call:+.0f} us)"
-        )
-        print(f"cellwork adds {cw.p50_ms - raw.p50_ms:.3f} ms at p50")
-        if args.with_trace:
-            traced_raw = summaries[2]
-            print(
-                f"against raw+trace (the same traceparent header): cellwork adds "
-                f"{cw.p50_ms - traced_raw.p50_ms:.3f} ms at p50, calls/s ratio "
-                f"{cw.calls_per_s / traced_raw.calls_per_s:.2f}"
-            )
+        print_table([(c, s) for c, modes_ in by_concurrency.items() for s in modes_.values()])
+        print()
+        print_verdicts(by_concurrency, args.with_trace)
+        top = max(by_concurrency)
+        raw, cw = by_concurrency[top]["raw"], by_concurrency[top]["cellwork"]
         ratio = cw.calls_per_s / raw.calls_per_s if raw.calls_per_s > 0 else float("nan")
+        print(f"at concurrency {top}: cellwork adds {cw.p50_ms - raw.p50_ms:+.3f} ms at p50")
         print(f"cellwork/raw calls/s ratio: {ratio:.2f}")
     finally:
         if client is not None:
@@ -426,13 +469,28 @@ async def bench(args: argparse.Namespace, cell: Cell) -> None:
             await nc.close()
 
 
+def _concurrencies(text: str) -> list[int]:
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("concurrencies must be integers >= 1")
+    return values
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Compare unary gRPC throughput and latency: raw grpc.aio stub vs cellwork."
     )
-    parser.add_argument("--duration", type=float, default=10.0, help="recorded seconds per run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unrecorded seconds per run")
-    parser.add_argument("--concurrency", type=int, default=64, help="concurrent callers")
+    parser.add_argument("--duration", type=float, default=8.0, help="recorded seconds per run")
+    parser.add_argument("--warmup", type=float, default=1.5, help="unrecorded seconds per run")
+    parser.add_argument(
+        "--concurrency",
+        type=_concurrencies,
+        default=[1, 8, 64],
+        help="concurrent callers, a comma list measured in turn (default 1,8,64)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="raw+cellwork runs to take medians")
     parser.add_argument("--payload-bytes", type=int, default=64, help="request payload size")
     parser.add_argument(
@@ -447,8 +505,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="pin the bench to one CPU and the servers to the others (default: on if >= 2 CPUs)",
     )
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.warmup < 0 or args.concurrency < 1 or args.rounds < 1:
-        parser.error("need --duration > 0, --warmup >= 0, --concurrency >= 1, --rounds >= 1")
+    if args.duration <= 0 or args.warmup < 0 or args.rounds < 1:
+        parser.error("need --duration > 0, --warmup >= 0, --rounds >= 1")
     if args.payload_bytes < 0:
         parser.error("--payload-bytes must be >= 0")
     return args

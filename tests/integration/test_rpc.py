@@ -69,6 +69,33 @@ async def test_a_root_call_uses_its_trace_id_as_request_id(client):
     assert len(reply.trace_id) == 32 and reply.request_id == reply.trace_id
 
 
+async def test_the_server_knows_the_caller_by_the_name_its_client_was_given(client):
+    reply = await client.call("Echo", echo_pb2.EchoRequest())
+    assert reply.caller == "test"
+
+
+@pytest.mark.parametrize(
+    ("options", "metadata", "expected"),
+    [
+        ((), (), ""),  # a plain gRPC client names nobody
+        ((("grpc.primary_user_agent", "billing"),), (), "billing"),
+        ((("grpc.primary_user_agent", "billing"),), (("x-cellwork-caller", "ops"),), "ops"),
+    ],
+)
+async def test_any_grpc_client_can_name_itself_by_user_agent_or_header(
+    two_echoes, options, metadata, expected
+):
+    from grpc import aio
+
+    from cellwork.testing.v1 import echo_pb2_grpc
+
+    async with aio.insecure_channel(two_echoes[0].info.address, options=options) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        reply = await stub.Echo(echo_pb2.EchoRequest(), timeout=2, metadata=metadata)
+    assert reply.caller == expected
+    assert len(reply.trace_id) == 32  # no traceparent: the server starts a trace
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

@@ -129,7 +129,7 @@ class HttpMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._requests, self._duration = http_metrics()
+        self._metrics = http_metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,8 +149,8 @@ class HttpMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self._requests.labels(template, scope["method"], str(status)).inc()
-            self._duration.labels(template).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._metrics.observe((template,), (scope["method"], str(status)), elapsed)
 
 
 class TemplateRoute(Route):

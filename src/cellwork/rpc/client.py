@@ -3,7 +3,8 @@
 ``Client.call`` is the one path every outgoing RPC takes, in this order:
 
     deadline     the requested timeout, capped by what the current call has left
-    metadata     request id and trace context carried on, caller name
+    metadata     request id and trace context carried on (the caller's name
+                 rides in the channels' user agent, set once per channel)
     pick         the balancer chooses an endpoint (p2c on in-flight x EWMA)
     attempt      the stub's method on that endpoint's channel
     report       latency or connection failure back to the balancer; metrics
@@ -30,12 +31,12 @@ from cellwork.discovery.registry import Registry
 from cellwork.discovery.watcher import RegistryWatcher
 from cellwork.errors import DeadlineExceeded, error_for_status
 from cellwork.observability.metrics import RpcMetrics, client_metrics, code_name
-from cellwork.observability.tracing import new_trace
+from cellwork.observability.tracing import new_traceparent
 from cellwork.resilience.retry_budget import RetryBudget
 from cellwork.rpc.context import (
-    CALLER_HEADER,
     REQUEST_ID_HEADER,
     TRACEPARENT_HEADER,
+    caller_user_agent,
     current_call,
     effective_timeout,
 )
@@ -57,7 +58,6 @@ class Client(Generic[StubT]):
         self,
         balancer: Balancer[StubT],
         *,
-        caller: str = "",
         default_timeout: float = 5.0,
         max_attempts: int = 3,
         retry_budget: RetryBudget | None = None,
@@ -66,7 +66,6 @@ class Client(Generic[StubT]):
     ) -> None:
         self.balancer = balancer
         self.service = balancer.service
-        self._caller = caller
         self._default_timeout = default_timeout
         self._max_attempts = max(1, max_attempts)
         self._budget = retry_budget or RetryBudget(now=time.monotonic())
@@ -98,18 +97,16 @@ class Client(Generic[StubT]):
         if budget <= 0:
             raise DeadlineExceeded(f"no time left to call {self.service}/{method}")
         deadline = time.monotonic() + budget
-        # Each header costs ~5-10 us of CPU on both sides (bench/rpc.py), so only
-        # traceparent always travels: the request id defaults to the trace id and
-        # is sent only when it differs, the caller only when it has a name.
+        # Each header costs a few microseconds of CPU on both sides (bench/rpc.py),
+        # so only traceparent always travels: the request id defaults to the trace
+        # id and is sent only when it differs.
         if parent is not None:
-            trace = parent.trace.child()
-            md: tuple[tuple[str, str], ...] = ((TRACEPARENT_HEADER, trace.to_traceparent()),)
+            trace = parent.trace
+            md: tuple[tuple[str, str], ...] = ((TRACEPARENT_HEADER, trace.child_traceparent()),)
             if parent.request_id != trace.trace_id:
                 md += ((REQUEST_ID_HEADER, parent.request_id),)
         else:
-            md = ((TRACEPARENT_HEADER, new_trace().to_traceparent()),)
-        if self._caller:
-            md += ((CALLER_HEADER, self._caller),)
+            md = ((TRACEPARENT_HEADER, new_traceparent()),)
         if metadata:
             md += tuple(metadata)
         self._budget.record_request(time.monotonic())
@@ -175,14 +172,20 @@ async def connect_client(
     default_timeout: float = 5.0,
     max_attempts: int = 3,
 ) -> Client[StubT]:
-    """Start a registry watcher for ``service`` and return a client balanced over it."""
+    """Start a registry watcher for ``service`` and return a client balanced over it.
+
+    ``caller`` names this side to the server (its logs show it): it is set as
+    the channels' user agent, so it costs nothing per call.
+    """
     watcher = RegistryWatcher(registry, service)
-    balancer: Balancer[StubT] = Balancer(service, stub_factory, policy=policy, ejection=ejection)
+    options = (("grpc.primary_user_agent", caller_user_agent(caller)),) if caller else ()
+    balancer: Balancer[StubT] = Balancer(
+        service, stub_factory, policy=policy, ejection=ejection, channel_options=options
+    )
     watcher.add_listener(balancer.update)
     await watcher.start()
     return Client(
         balancer,
-        caller=caller,
         default_timeout=default_timeout,
         max_attempts=max_attempts,
         on_close=watcher.close,

@@ -24,12 +24,14 @@ from grpc import aio
 from cellwork.errors import CellworkError
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import RpcMetrics, code_name, server_metrics
-from cellwork.observability.tracing import TraceContext, new_trace, parse_traceparent
+from cellwork.observability.tracing import TraceContext, continue_trace, new_trace
 from cellwork.rpc.context import (
     CALLER_HEADER,
     REQUEST_ID_HEADER,
     TRACEPARENT_HEADER,
+    USER_AGENT_HEADER,
     CallContext,
+    caller_from_user_agent,
     deadline_from_remaining,
     reset_current_call,
     set_current_call,
@@ -56,18 +58,23 @@ def _call_context(context: aio.ServicerContext[Any, Any]) -> CallContext:
     request_id = ""
     trace: TraceContext | None = None
     caller = ""
+    user_agent = ""
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_HEADER:
+        if key == TRACEPARENT_HEADER:
+            trace = continue_trace(str(value))
+        elif key == USER_AGENT_HEADER:
+            user_agent = str(value)
+        elif key == REQUEST_ID_HEADER:
             request_id = str(value)[:128]
-        elif key == TRACEPARENT_HEADER:
-            trace = parse_traceparent(str(value))
         elif key == CALLER_HEADER:
             caller = str(value)[:128]
+    if not caller and user_agent:
+        caller = caller_from_user_agent(user_agent)
     if trace is None:
         trace = new_trace()
     return CallContext(
         request_id or trace.trace_id,  # a root call's request id is its trace id
-        trace.child(),
+        trace,
         caller,
         deadline_from_remaining(context.time_remaining()),
     )

@@ -53,6 +53,7 @@ class EchoServicer(echo_pb2_grpc.EchoServicer):
             deadline_remaining_ms=(remaining or 0.0) * 1000.0,
             request_id=call.request_id if call else "",
             trace_id=call.trace.trace_id if call else "",
+            caller=call.caller if call else "",
         )
 
     async def Echo(self, request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:

@@ -50,6 +50,7 @@ class EchoResponse(_message.Message):
     DEADLINE_REMAINING_MS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
     payload: _builtins.bytes
     instance_id: _builtins.str
     """Instance that served the call."""
@@ -57,6 +58,8 @@ class EchoResponse(_message.Message):
     """Deadline the server saw on arrival, in milliseconds (0 when none)."""
     request_id: _builtins.str
     trace_id: _builtins.str
+    caller: _builtins.str
+    """Name of the calling service, as the server understood it ("" when unnamed)."""
     def __init__(
         self,
         *,
@@ -65,10 +68,11 @@ class EchoResponse(_message.Message):
         deadline_remaining_ms: _builtins.float = ...,
         request_id: _builtins.str = ...,
         trace_id: _builtins.str = ...,
+        caller: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_remaining_ms", b"deadline_remaining_ms", "instance_id", b"instance_id", "payload", b"payload", "request_id", b"request_id", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "deadline_remaining_ms", b"deadline_remaining_ms", "instance_id", b"instance_id", "payload", b"payload", "request_id", b"request_id", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
