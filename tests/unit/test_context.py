@@ -123,6 +123,7 @@ def test_the_caller_is_the_first_token_of_the_user_agent_unless_grpc_named_it():
     assert caller_from_user_agent("recommender grpc-go/1.60.0") == "recommender"
     assert caller_from_user_agent("grpc-python-asyncio/1.85.3 grpc-c/58.0.0") == ""
     assert caller_from_user_agent("grpc-java-netty/1.62.2") == ""
+    assert caller_from_user_agent("grpc-gateway grpc-go/1.60.0") == "grpc-gateway"
     assert caller_from_user_agent("curl/8.5.0") == ""  # a product with a version is no caller
     assert caller_from_user_agent("") == ""
 
@@ -132,4 +133,4 @@ def test_a_caller_name_survives_the_user_agent_as_one_token(name):
     agent = caller_user_agent(name)
     assert agent and " " not in agent and "/" not in agent and len(agent) <= 64
     seen = caller_from_user_agent(f"{agent} grpc-python-asyncio/1.85.3 grpc-c/58.0.0")
-    assert seen == ("" if agent.startswith("grpc-") else agent)
+    assert seen == agent

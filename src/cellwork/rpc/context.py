@@ -72,7 +72,8 @@ def reset_current_call(token: contextvars.Token[CallContext | None]) -> None:
 def caller_user_agent(caller: str) -> str:
     """The ``grpc.primary_user_agent`` channel option that names ``caller`` on every call.
 
-    Characters outside ``[A-Za-z0-9._-]`` become ``-`` so the name stays one token.
+    Characters outside ``[A-Za-z0-9._-]`` become ``-`` and the name is cut at 64, so
+    it stays one ASCII token (gRPC refuses non-ASCII metadata values outright).
     """
     return _NOT_A_CALLER.sub("-", caller)[:64]
 
@@ -81,11 +82,11 @@ def caller_user_agent(caller: str) -> str:
 def caller_from_user_agent(user_agent: str) -> str:
     """The caller named by a user agent, or "" for a client that names none.
 
-    The first token is the caller unless it is a gRPC library's own product
-    (``grpc-python-asyncio/1.85``, ``grpc-go/1.60``...) or carries a version.
+    The first token is the caller unless it carries a version: a gRPC library's
+    own product (``grpc-python-asyncio/1.85``, ``grpc-go/1.60``) always does.
     """
     first = user_agent.split(" ", 1)[0]
-    if not first or "/" in first or first.startswith("grpc-"):
+    if "/" in first:
         return ""
     return first[:64]
 
