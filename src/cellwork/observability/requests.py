@@ -116,19 +116,21 @@ class RequestMetrics(Collector):
         with self._lock:
             return self._requests.get((labels, outcome), 0)
 
-    def _families(self) -> tuple[CounterMetricFamily, HistogramMetricFamily, GaugeMetricFamily]:
+    def _families(
+        self,
+    ) -> tuple[CounterMetricFamily, HistogramMetricFamily, GaugeMetricFamily | None]:
         (requests, duration, in_flight), (r_help, d_help, i_help) = self._names, self._helps
         return (
             CounterMetricFamily(requests, r_help, labels=self._labels + self._outcome_labels),
             HistogramMetricFamily(duration, d_help, labels=self._labels),
-            GaugeMetricFamily(in_flight or "unused", i_help, labels=self._labels),
+            GaugeMetricFamily(in_flight, i_help, labels=self._labels) if in_flight else None,
         )
 
     def describe(self) -> Iterator[Metric]:
         counter, histogram, gauge = self._families()
         yield counter
         yield histogram
-        if self._names[2]:
+        if gauge is not None:
             yield gauge
 
     def collect(self) -> Iterator[Metric]:
@@ -147,7 +149,7 @@ class RequestMetrics(Collector):
             histogram.add_metric(list(labels), cumulative, total)
         yield counter
         yield histogram
-        if self._names[2]:
+        if gauge is not None:
             for labels, value in in_flight:
                 gauge.add_metric(list(labels), value)
             yield gauge
