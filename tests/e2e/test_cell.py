@@ -15,7 +15,7 @@ import pytest
 
 from cellwork.runtime.cellfile import CellSpec
 from cellwork.runtime.supervisor import Supervisor
-from cellwork.testing import free_port
+from cellwork.testing import CellProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -230,3 +230,23 @@ def test_cellwork_up_runs_the_learnfeed_cell_until_ctrl_c(tmp_path):
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def _cells_running(cell_file: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "up" in cmdline and str(cell_file) in cmdline:
+            found.append(process)
+    return found
+
+
+def test_a_started_cell_process_used_in_with_runs_one_cell_and_stops_it(tmp_path):
+    spec = {"name": "cp", "services": {"echo": {"module": "cellwork.testing.echo"}}}
+    cell_file = tmp_path / "cell.yaml"
+    with CellProcess(spec, tmp_path).start(timeout=30) as cell:
+        assert [p.pid for p in _cells_running(cell_file)] == [cell.process.pid]
+        with pytest.raises(RuntimeError, match="already running"):
+            cell.start()
+    assert not cell.running
+    assert _cells_running(cell_file) == []

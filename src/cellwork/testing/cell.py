@@ -23,7 +23,9 @@ class CellProcess:
 
     ``start()`` returns once every instance the spec asks for is SERVING and each of
     ``ready_urls`` answers 200; ``stop()`` sends SIGINT (the cell drains) and returns
-    the exit code, killing it if it does not stop in time.
+    the exit code, killing it if it does not stop in time. As a context manager it
+    starts the cell unless ``start()`` already did (``with CellProcess(...).start(t):``
+    runs one cell, not two).
     """
 
     def __init__(
@@ -90,6 +92,9 @@ class CellProcess:
         return True
 
     def start(self, timeout: float = 60.0) -> CellProcess:
+        """Run ``cellwork up`` and wait until the cell is ready; raises if already running."""
+        if self.running:
+            raise RuntimeError("this cell is already running: stop() it first")
         self.workdir.mkdir(parents=True, exist_ok=True)
         cell_file = self.workdir / "cell.yaml"
         cell_file.write_text(yaml.safe_dump(self.spec))
@@ -125,8 +130,13 @@ class CellProcess:
             process.wait(10)
             raise
 
+    @property
+    def running(self) -> bool:
+        """True while the ``cellwork up`` process started here has not exited."""
+        return self.process is not None and self.process.poll() is None
+
     def __enter__(self) -> CellProcess:
-        return self.start()
+        return self if self.running else self.start()
 
     def __exit__(
         self,
