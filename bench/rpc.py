@@ -63,7 +63,7 @@ from grpc import aio
 
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.discovery.registry import Registry, connect_nats
-from cellwork.observability.tracing import new_trace
+from cellwork.observability.tracing import new_traceparent
 from cellwork.rpc.client import Client, connect_client
 from cellwork.rpc.context import TRACEPARENT_HEADER
 from cellwork.runtime.nats_server import NatsServer
@@ -423,7 +423,7 @@ async def bench(args: argparse.Namespace, cell: Cell) -> None:
         # (a') raw with the one header cellwork sends on every call (traceparent, a
         # fresh span id each time): what propagating trace context costs by itself.
         def raw_traced_call(n: int) -> Awaitable[Any]:
-            traced = ((TRACEPARENT_HEADER, new_trace().to_traceparent()),)
+            traced = ((TRACEPARENT_HEADER, new_traceparent()),)
             return stubs[n % n_stubs].Echo(request, timeout=5, metadata=traced)
 
         cellwork_client = client
