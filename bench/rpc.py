@@ -62,7 +62,8 @@ import uvloop
 from grpc import aio
 
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
-from cellwork.discovery.registry import Registry, connect_nats
+from cellwork.discovery.registry import Registry
+from cellwork.events.connection import connect_nats
 from cellwork.observability.tracing import new_traceparent
 from cellwork.rpc.client import Client, connect_client
 from cellwork.rpc.context import TRACEPARENT_HEADER

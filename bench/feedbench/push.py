@@ -58,7 +58,7 @@ async def refresh_to_socket(
     import orjson
     from websockets.asyncio.client import connect
 
-    from learnfeed import subjects
+    from learnfeed import contract
     from learnfeed.v1 import events_pb2
 
     targets = list(users[: args.push_users])
@@ -123,7 +123,7 @@ async def refresh_to_socket(
             pending[user.user_id].append(perf())
             try:
                 await js.publish(
-                    subjects.REFRESH_REQUESTED,
+                    contract.REFRESH_REQUESTED,
                     event.SerializeToString(),
                     timeout=2.0,
                     headers={"Nats-Msg-Id": f"bench.{run}.{k}"},

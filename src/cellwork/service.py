@@ -31,7 +31,8 @@ from nats.js.client import JetStreamContext
 
 from cellwork.config.settings import ServiceSettings
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
-from cellwork.discovery.registry import Registration, Registry, connect_nats
+from cellwork.discovery.registry import Registration, Registry
+from cellwork.events.connection import connect_nats
 from cellwork.events.consumer import Consumer, Handler
 from cellwork.events.publisher import Publisher
 from cellwork.events.streams import StreamSpec, ensure_streams

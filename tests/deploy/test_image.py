@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from cellwork.discovery.registry import Registry, connect_nats
+from cellwork.discovery.registry import Registry
+from cellwork.events.connection import connect_nats
 from cellwork.runtime.health import HealthProbe
 from cellwork.testing import free_port
 

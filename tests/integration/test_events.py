@@ -4,7 +4,6 @@ import asyncio
 
 import pytest
 
-from cellwork.discovery.registry import connect_nats
 from cellwork.events import (
     DEAD_LETTER_STREAM,
     Consumer,
@@ -13,6 +12,7 @@ from cellwork.events import (
     StreamSpec,
     ensure_streams,
 )
+from cellwork.events.connection import connect_nats
 
 SPEC = StreamSpec("ORDERS", ("orders.*",), duplicate_window=60)
 

@@ -5,10 +5,10 @@ import asyncio
 from grpc import aio
 
 from cellwork.data import open_engine, sqlite_url
-from cellwork.discovery.registry import connect_nats
 from cellwork.events import Publisher, ensure_streams
+from cellwork.events.connection import connect_nats
 from cellwork.testing import start_service
-from learnfeed import subjects
+from learnfeed import contract
 from learnfeed.catalog.demo import demo_catalog
 from learnfeed.catalog.store import CatalogStore
 from learnfeed.feed import create_service
@@ -47,7 +47,7 @@ async def test_the_periodic_pass_asks_once_per_user_in_batches(tmp_path, nats_se
     nc = await connect_nats(nats_server.url, name="test-pass")
     try:
         js = nc.jetstream()
-        await ensure_streams(js, subjects.streams(10.0))
+        await ensure_streams(js, contract.streams(10.0))
         publisher = Publisher(js)
         # two instances running the same pass at once: the dedupe ids make it one
         done = await asyncio.gather(
@@ -55,7 +55,7 @@ async def test_the_periodic_pass_asks_once_per_user_in_batches(tmp_path, nats_se
             recompute_all(store, publisher, batch=200, interval=3600),
         )
         assert done == [450, 450]
-        info = await js.stream_info(subjects.FEED_STREAM)
+        info = await js.stream_info(contract.FEED_STREAM)
         assert info.state.messages == 450
     finally:
         await nc.close()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from cellwork.discovery.registry import connect_nats
-from learnfeed import subjects
+from cellwork.events.connection import connect_nats
+from learnfeed import contract
 from learnfeed.push.hub import Hub
 from learnfeed.v1 import events_pb2
 
@@ -34,7 +34,7 @@ async def test_feed_ready_reaches_the_users_sockets_only(nats_server) -> None:
         assert not hub.has_room("alice")  # two per user
         assert not hub.has_room("carol")  # three in all
         ready = events_pb2.FeedReady(user_id="alice", version=7).SerializeToString()
-        await publisher.publish(subjects.feed_ready("alice"), ready)
+        await publisher.publish(contract.feed_ready("alice"), ready)
         await publisher.flush()
         async with asyncio.timeout(5):
             while not (a1.frames and a2.frames):  # noqa: ASYNC110 - polling the fakes
@@ -45,7 +45,7 @@ async def test_feed_ready_reaches_the_users_sockets_only(nats_server) -> None:
         await hub.leave("alice", a1)
         await hub.leave("alice", a2)
         assert "alice" not in hub.sockets and hub.has_room("alice")
-        await publisher.publish(subjects.feed_ready("alice"), ready)
+        await publisher.publish(contract.feed_ready("alice"), ready)
         await publisher.flush()
         await asyncio.sleep(0.2)
         assert len(a1.frames) == 1  # unsubscribed with the last socket

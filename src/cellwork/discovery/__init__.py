@@ -1,7 +1,7 @@
 """Discovery: instances register in a NATS KV bucket; watchers see the live set."""
 
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
-from cellwork.discovery.registry import Registration, Registry, connect_nats
+from cellwork.discovery.registry import Registration, Registry
 from cellwork.discovery.watcher import RegistryWatcher
 
 __all__ = [
@@ -10,5 +10,4 @@ __all__ = [
     "Registration",
     "Registry",
     "RegistryWatcher",
-    "connect_nats",
 ]

@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
@@ -25,28 +22,6 @@ from cellwork.discovery.instance import InstanceInfo, InstanceStatus, safe_token
 from cellwork.observability.logging import get_logger
 
 _log = get_logger("cellwork.discovery")
-
-
-async def connect_nats(
-    url: str, name: str, on_reconnected: Callable[[], Awaitable[None]] | None = None
-) -> NatsClient:
-    """Connect to NATS, reconnecting forever in the background once connected.
-
-    ``on_reconnected`` runs after each reconnection (core NATS messages sent while
-    disconnected are lost: a subscriber that keeps derived state may need to reset it).
-    """
-    options: dict[str, Any] = {}
-    if on_reconnected is not None:
-        options["reconnected_cb"] = on_reconnected
-    return await nats.connect(
-        url,
-        name=name,
-        connect_timeout=2,
-        reconnect_time_wait=0.5,
-        max_reconnect_attempts=-1,
-        allow_reconnect=True,
-        **options,
-    )
 
 
 class Registry:

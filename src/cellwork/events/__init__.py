@@ -1,5 +1,6 @@
 """events: durable streams, publishing with dedupe ids, consumer groups, dead letters."""
 
+from cellwork.events.connection import connect_nats
 from cellwork.events.consumer import Consumer, Delivery, Handler
 from cellwork.events.publisher import Publisher
 from cellwork.events.streams import DEAD_LETTER_STREAM, StreamSpec, ensure_streams
@@ -11,5 +12,6 @@ __all__ = [
     "Handler",
     "Publisher",
     "StreamSpec",
+    "connect_nats",
     "ensure_streams",
 ]

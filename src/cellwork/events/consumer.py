@@ -20,6 +20,7 @@ from nats.js.client import JetStreamContext
 
 from cellwork.events.streams import DEAD_LETTER_PREFIX
 from cellwork.observability.logging import get_logger
+from cellwork.resilience.backoff import backoff
 
 _log = get_logger("cellwork.events.consumer")
 
@@ -176,4 +177,4 @@ class Consumer:
             attempt=delivery.attempt,
             error=str(exc),
         )
-        await msg.nak(delay=min(0.2 * 2**delivery.attempt, 10.0))
+        await msg.nak(delay=backoff(delivery.attempt, base=0.4, cap=10.0))

@@ -16,6 +16,7 @@ from nats.js.client import JetStreamContext
 
 from cellwork.errors import ResourceExhausted, Unavailable
 from cellwork.observability.logging import get_logger
+from cellwork.resilience.backoff import backoff
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -111,4 +112,4 @@ class Publisher:
             except Unavailable:
                 if attempt == attempts - 1:
                     raise
-                await asyncio.sleep(0.1 * 2**attempt)
+                await asyncio.sleep(backoff(attempt + 1, base=0.1, cap=1.0))

@@ -35,8 +35,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus, safe_token
-from cellwork.discovery.registry import Registry, connect_nats
+from cellwork.discovery.registry import Registry
 from cellwork.discovery.watcher import RegistryWatcher
+from cellwork.events.connection import connect_nats
 from cellwork.observability.logging import get_logger
 from cellwork.runtime.cellfile import CellSpec
 from cellwork.runtime.control import CellState, control_subject

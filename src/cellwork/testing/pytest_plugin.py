@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from cellwork.discovery.registry import Registry, connect_nats
+from cellwork.discovery.registry import Registry
+from cellwork.events.connection import connect_nats
 from cellwork.runtime.nats_server import NatsServer
 
 

@@ -13,16 +13,16 @@ from cellwork.cache import LocalCache
 from cellwork.data import open_engine
 from cellwork.events import Delivery, Publisher
 from cellwork.observability import get_logger
-from learnfeed import subjects
-from learnfeed.feed.domain import (
-    BurstCounter,
+from learnfeed import contract
+from learnfeed.feed.domain import BurstCounter
+from learnfeed.feed.store import FeedStore, FeedVersion
+from learnfeed.freshness import (
     CurrentVersions,
     RefreshCoalescer,
     changed_payload,
     is_stale,
     parse_changed,
 )
-from learnfeed.feed.store import FeedStore, FeedVersion
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2
 from learnfeed.v1 import feed_pb2 as pb
@@ -32,7 +32,6 @@ _log = get_logger("learnfeed.feed")
 
 SERVICE_NAME = "feed"
 PROTO_NAME = "learnfeed.v1.Feed"
-POPULAR_USER = "_popular"  # the recommender stores the global popularity ranking here
 MAX_LIMIT = 100
 COLD_SIZE = 100
 
@@ -50,7 +49,7 @@ class ColdStart:
         return found.get("cold", [])
 
     async def _load(self, _: list[str]) -> dict[str, list[tuple[str, float]]]:
-        popular = await self.store.get(POPULAR_USER)
+        popular = await self.store.get(contract.POPULAR_FEED)
         recent: list[str] = []
         if self.catalog is not None:
             reply = await self.catalog.call(
@@ -114,7 +113,7 @@ class FeedServicer(rpc.FeedServicer):
 
     async def on_changed(self, msg: Msg) -> None:
         """An instance stored a new version: older copies here stop being served."""
-        user_id = msg.subject[len(subjects.FEED_CHANGED_PREFIX) + 1 :]
+        user_id = contract.user_of(msg.subject, contract.FEED_CHANGED_PREFIX)
         self.versions.announce(user_id, parse_changed(msg.data)[1])
 
     def request_refresh(self, user_id: str, reason: str, now: float | None = None) -> bool:
@@ -126,7 +125,7 @@ class FeedServicer(rpc.FeedServicer):
         event = events_pb2.FeedRefreshRequested(user_id=user_id, reason=reason, requested_at=now)
         try:
             self.publisher.publish_soon(
-                subjects.REFRESH_REQUESTED, event.SerializeToString(), msg_id
+                contract.REFRESH_REQUESTED, event.SerializeToString(), msg_id
             )
         except ResourceExhausted:
             # The stream is unreachable and the queue full: the read still succeeds,
@@ -171,7 +170,7 @@ class FeedServicer(rpc.FeedServicer):
         self.versions.keep(request.user_id, FeedVersion(request.user_id, number, generated, items))
         if self.nats is not None:
             await self.nats.publish(
-                subjects.feed_changed(request.user_id), changed_payload(self.instance_id, number)
+                contract.feed_changed(request.user_id), changed_payload(self.instance_id, number)
             )
             await self.nats.flush(timeout=2)
         return pb.PutFeedResponse(version=number)
@@ -190,7 +189,7 @@ def create_service(settings: ServiceSettings) -> Service:
     """Composition root: database, cold-start source, coalescer, publisher, consumer."""
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
-    service.add_streams(*subjects.streams(cfg.refresh_window))
+    service.add_streams(*contract.streams(cfg.refresh_window))
     engine = open_engine(cfg.database(service.name))
     store = FeedStore(engine)
     cold = ColdStart(store)
@@ -201,9 +200,9 @@ def create_service(settings: ServiceSettings) -> Service:
     bursts = BurstCounter(cfg.interaction_burst)
 
     @service.consume(
-        stream=subjects.INTERACTIONS_STREAM,
+        stream=contract.INTERACTIONS_STREAM,
         durable="feed-interactions",
-        subject=f"{subjects.INTERACTION_PREFIX}.*",
+        subject=f"{contract.INTERACTION_PREFIX}.*",
         deliver_new=True,
     )
     async def on_interaction(delivery: Delivery) -> None:
@@ -217,7 +216,7 @@ def create_service(settings: ServiceSettings) -> Service:
         servicer.publisher = svc.publisher
         servicer.nats = svc.nats
         assert svc.nats is not None
-        await svc.nats.subscribe(f"{subjects.FEED_CHANGED_PREFIX}.*", cb=servicer.on_changed)
+        await svc.nats.subscribe(f"{contract.FEED_CHANGED_PREFIX}.*", cb=servicer.on_changed)
         cold.catalog = await svc.client("catalog", catalog_pb2_grpc.CatalogStub)
 
     @service.on_reconnect

@@ -34,7 +34,7 @@ from cellwork.gateway import (
     json_error,
 )
 from cellwork.observability import get_logger
-from learnfeed import subjects
+from learnfeed import contract
 from learnfeed.gateway import models
 from learnfeed.gateway.feeds import FeedReader
 from learnfeed.settings import LearnfeedSettings
@@ -393,7 +393,7 @@ def build_app(gw: Gateway) -> Any:
         msg_id = f"ix.{user}.{key[:64]}" if key else f"ix.{uuid.uuid4().hex}"
         # Awaited: 202 means the event is in the stream, not only queued here.
         await up.publisher.publish(
-            subjects.interaction(body.kind), event.SerializeToString(), msg_id
+            contract.interaction(body.kind), event.SerializeToString(), msg_id
         )
         return Response(b'{"accepted":true}', 202, media_type=JSON)
 

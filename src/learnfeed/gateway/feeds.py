@@ -21,8 +21,8 @@ from nats.aio.msg import Msg
 
 from cellwork import Client
 from cellwork.observability import get_logger
-from learnfeed import subjects
-from learnfeed.feed.domain import CurrentVersions, RefreshCoalescer, is_stale, parse_changed
+from learnfeed import contract
+from learnfeed.freshness import CurrentVersions, RefreshCoalescer, is_stale, parse_changed
 from learnfeed.v1 import feed_pb2, feed_pb2_grpc
 
 WHOLE = 100  # GetFeed's largest page: versions up to this size are kept whole
@@ -55,7 +55,7 @@ class FeedReader:
 
     async def on_changed(self, msg: Msg) -> None:
         """A feed instance stored a new version: older copies stop being served."""
-        user_id = msg.subject[len(subjects.FEED_CHANGED_PREFIX) + 1 :]
+        user_id = contract.user_of(msg.subject, contract.FEED_CHANGED_PREFIX)
         self.versions.announce(user_id, parse_changed(msg.data)[1])
 
     async def page(self, user_id: str, offset: int, limit: int) -> FeedSlice:

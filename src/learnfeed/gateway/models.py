@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
-# The address rule identity applies, stated in the schema.
-from learnfeed.identity.domain import EMAIL_PATTERN
+from learnfeed.contract import EMAIL_PATTERN, InteractionKind
 
 
 class _Strict(BaseModel):
@@ -31,7 +28,7 @@ class RefreshBody(_Strict):
 
 class InteractionBody(_Strict):
     item_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    kind: Literal["view", "like", "complete"]
+    kind: InteractionKind
 
 
 class Tokens(BaseModel):

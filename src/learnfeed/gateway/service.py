@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cellwork import Service, ServiceSettings
-from learnfeed import subjects
+from learnfeed import contract
 from learnfeed.gateway.app import Gateway, build_app
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import catalog_pb2_grpc, feed_pb2_grpc, identity_pb2_grpc
@@ -14,7 +14,7 @@ SERVICE_NAME = "gateway"
 def create_service(settings: ServiceSettings) -> Service:
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
-    service.add_streams(*subjects.streams(cfg.refresh_window))
+    service.add_streams(*contract.streams(cfg.refresh_window))
     gateway = Gateway(cfg, cfg.jwt())
     service.add_http(build_app(gateway), cfg.gateway_port)
 
@@ -25,7 +25,7 @@ def create_service(settings: ServiceSettings) -> Service:
         gateway.up.feed = await svc.client("feed", feed_pb2_grpc.FeedStub)
         gateway.feeds.feed = gateway.up.feed
         assert svc.nats is not None
-        await svc.nats.subscribe(f"{subjects.FEED_CHANGED_PREFIX}.*", cb=gateway.feeds.on_changed)
+        await svc.nats.subscribe(f"{contract.FEED_CHANGED_PREFIX}.*", cb=gateway.feeds.on_changed)
         assert svc.publisher is not None
         gateway.up.publisher = svc.publisher
 

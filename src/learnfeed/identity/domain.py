@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import uuid
 
 from argon2 import PasswordHasher
 
 from cellwork import InvalidArgument
+from learnfeed.contract import EMAIL
 
-# Visible ASCII but "@": explicit ranges mean the same in every regex engine (the
-# gateway states this rule in its OpenAPI schema, checked by pydantic's Rust engine).
-_ADDR = r"[\x21-\x3f\x41-\x7e]"
-EMAIL_PATTERN = rf"^[ \t]*{_ADDR}{{1,64}}@{_ADDR}{{1,190}}\.{_ADDR}{{2,63}}[ \t]*$"
-_EMAIL = re.compile(EMAIL_PATTERN)
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 
@@ -23,7 +18,7 @@ MAX_PASSWORD = 256
 def normalize_email(email: str) -> str:
     """Lower-cased, trimmed email; raises InvalidArgument when it is not one."""
     # fullmatch: Python's "$" would also accept a trailing newline, Rust's would not.
-    if not _EMAIL.fullmatch(email):
+    if not EMAIL.fullmatch(email):
         raise InvalidArgument("email is not a valid address")
     return email.strip(" \t").lower()
 

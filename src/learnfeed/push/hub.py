@@ -13,7 +13,7 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Gauge
 
 from cellwork.observability import get_logger
-from learnfeed import subjects
+from learnfeed import contract
 from learnfeed.v1 import events_pb2
 
 CONNECTIONS = Gauge("learnfeed_push_connections", "Open WebSocket connections")
@@ -51,7 +51,7 @@ class Hub:
             if user_id not in self.sockets:
                 # Subscribe first: a failed subscription must leave nothing half-joined.
                 self._subs[user_id] = await self.nats.subscribe(
-                    subjects.feed_ready(user_id), cb=self._on_ready
+                    contract.feed_ready(user_id), cb=self._on_ready
                 )
                 # The server knows of the interest before the socket counts as joined:
                 # a feed.ready published right after is not lost.
@@ -77,7 +77,7 @@ class Hub:
         CONNECTIONS.dec()
 
     async def _on_ready(self, msg: Msg) -> None:
-        user_id = msg.subject[len(subjects.FEED_READY_PREFIX) + 1 :]
+        user_id = contract.user_of(msg.subject, contract.FEED_READY_PREFIX)
         try:
             event = events_pb2.FeedReady.FromString(msg.data)
         except Exception:

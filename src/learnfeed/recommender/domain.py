@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-KIND_WEIGHT = {"view": 1.0, "like": 3.0, "complete": 2.0}
+KIND_WEIGHT: dict[str, float] = {"view": 1.0, "like": 3.0, "complete": 2.0}
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from cellwork import Client, NotFound, Service, ServiceSettings, Unavailable
 from cellwork.data import open_engine
 from cellwork.events import Delivery, Publisher
 from cellwork.observability import get_logger
-from learnfeed import subjects
+from learnfeed import contract
 from learnfeed.recommender.domain import KIND_WEIGHT, ItemIndex, UserSignals, rank
 from learnfeed.recommender.store import RecommenderStore
 from learnfeed.settings import LearnfeedSettings
@@ -32,7 +32,6 @@ from learnfeed.v1 import (
 )
 
 SERVICE_NAME = "recommender"
-POPULAR_USER = "_popular"
 INDEX_REFRESH_SECONDS = 300.0
 POPULARITY_TTL = 5.0
 
@@ -91,7 +90,7 @@ def create_service(settings: ServiceSettings) -> Service:
     """Composition root: database, ranker, consumers and periodic jobs."""
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
-    service.add_streams(*subjects.streams(cfg.refresh_window))
+    service.add_streams(*contract.streams(cfg.refresh_window))
     engine = open_engine(cfg.database(service.name))
     store = RecommenderStore(engine)
     ranker = Ranker(store, cfg.feed_size)
@@ -118,9 +117,9 @@ def create_service(settings: ServiceSettings) -> Service:
             await asyncio.sleep(delay)
 
     @service.consume(
-        stream=subjects.FEED_STREAM,
+        stream=contract.FEED_STREAM,
         durable="recommender",
-        subject=subjects.REFRESH_REQUESTED,
+        subject=contract.REFRESH_REQUESTED,
         concurrency=8,
         ack_wait=30.0,
     )
@@ -154,16 +153,16 @@ def create_service(settings: ServiceSettings) -> Service:
             requested_at=event.requested_at,
         )
         await publisher_of(service).publish(
-            subjects.feed_ready(event.user_id),
+            contract.feed_ready(event.user_id),
             ready.SerializeToString(),
             msg_id=f"ready.{event.user_id}.{stored.version}",
         )
         await store.mark_ranked(event.user_id)
 
     @service.consume(
-        stream=subjects.INTERACTIONS_STREAM,
+        stream=contract.INTERACTIONS_STREAM,
         durable="recommender-interactions",
-        subject=f"{subjects.INTERACTION_PREFIX}.*",
+        subject=f"{contract.INTERACTION_PREFIX}.*",
     )
     async def on_interaction(delivery: Delivery) -> None:
         event = events_pb2.Interaction.FromString(delivery.data)
@@ -196,7 +195,7 @@ def create_service(settings: ServiceSettings) -> Service:
                 await up.feed.call(
                     "PutFeed",
                     feed_pb2.PutFeedRequest(
-                        user_id=POPULAR_USER,
+                        user_id=contract.POPULAR_FEED,
                         items=[feed_pb2.FeedItem(item_id=i, score=s) for i, s in items],
                     ),
                     timeout=2.0,
@@ -258,7 +257,7 @@ async def recompute_all(
         await asyncio.gather(
             *(
                 publisher.publish(
-                    subjects.REFRESH_REQUESTED,
+                    contract.REFRESH_REQUESTED,
                     events_pb2.FeedRefreshRequested(
                         user_id=u, reason="periodic", requested_at=now
                     ).SerializeToString(),

@@ -5,8 +5,9 @@ import itertools
 import pytest
 
 from cellwork import InvalidArgument
-from learnfeed.feed.domain import (
-    BurstCounter,
+from learnfeed.feed.domain import BurstCounter
+from learnfeed.feed.service import interleave
+from learnfeed.freshness import (
     NewestVersions,
     RefreshCoalescer,
     changed_payload,
@@ -15,7 +16,6 @@ from learnfeed.feed.domain import (
     refresh_id,
     window_of,
 )
-from learnfeed.feed.service import interleave
 from learnfeed.gateway.app import decode_cursor, encode_cursor
 from learnfeed.identity import domain as identity
 
@@ -115,7 +115,7 @@ def test_changed_messages_round_trip() -> None:
 def test_current_versions_never_serve_or_keep_a_copy_older_than_announced() -> None:
     from dataclasses import dataclass
 
-    from learnfeed.feed.domain import CurrentVersions
+    from learnfeed.freshness import CurrentVersions
 
     @dataclass
     class Copy:

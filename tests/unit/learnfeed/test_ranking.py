@@ -93,3 +93,10 @@ def test_a_ranking_is_unique_sorted_after_the_head_and_capped(followed, liked, s
     assert max(head.count(e) for e in set(head)) <= 3
     head_scores = [s for _, s in ranked[:20]]
     assert head_scores == sorted(head_scores, reverse=True)
+
+
+def test_every_interaction_kind_of_the_contract_has_a_weight():
+    from learnfeed.contract import INTERACTION_KINDS
+    from learnfeed.recommender.domain import KIND_WEIGHT
+
+    assert sorted(KIND_WEIGHT) == sorted(INTERACTION_KINDS)

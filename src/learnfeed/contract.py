@@ -1,0 +1,74 @@
+"""What learnfeed's services agree on: streams, subjects, interaction kinds, shared keys.
+
+Every publisher, consumer and subscriber takes these names from here, so two services
+cannot drift apart on a subject or a kind. The gRPC contracts are the ``.proto`` files.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, get_args
+
+from cellwork.events import StreamSpec
+
+FEED_STREAM = "FEED"
+INTERACTIONS_STREAM = "INTERACTIONS"
+
+REFRESH_REQUESTED = "feed.refresh.requested"
+FEED_READY_PREFIX = "feed.ready"
+INTERACTION_PREFIX = "interaction"
+# Core NATS only (not stored): a feed instance that stored a version tells its siblings
+# and the gateways, which drop their copies.
+FEED_CHANGED_PREFIX = "_learnfeed.feed.changed"
+
+InteractionKind = Literal["view", "like", "complete"]
+INTERACTION_KINDS: tuple[InteractionKind, ...] = get_args(InteractionKind)
+
+# The feed id under which the recommender stores the global ranking (popular and
+# recent), the other half of a new user's cold-start feed.
+POPULAR_FEED = "_popular"
+
+# The address rule identity applies, also stated in the gateway's OpenAPI schema.
+# Visible ASCII but "@": explicit ranges mean the same in every regex engine (pydantic
+# checks the schema with Rust's, identity with Python's).
+_ADDR = r"[\x21-\x3f\x41-\x7e]"
+EMAIL_PATTERN = rf"^[ \t]*{_ADDR}{{1,64}}@{_ADDR}{{1,190}}\.{_ADDR}{{2,63}}[ \t]*$"
+EMAIL = re.compile(EMAIL_PATTERN)
+
+
+def feed_ready(user_id: str) -> str:
+    """The subject announcing a new feed version for one user."""
+    return f"{FEED_READY_PREFIX}.{user_id}"
+
+
+def feed_changed(user_id: str) -> str:
+    """The subject telling feed instances and gateways to drop a user's kept version."""
+    return f"{FEED_CHANGED_PREFIX}.{user_id}"
+
+
+def interaction(kind: str) -> str:
+    """The subject of one kind of interaction."""
+    return f"{INTERACTION_PREFIX}.{kind}"
+
+
+def user_of(subject: str, prefix: str) -> str:
+    """The user id at the end of ``<prefix>.<user>``; raises ValueError for another subject."""
+    if not subject.startswith(prefix) or subject[len(prefix) : len(prefix) + 1] != ".":
+        raise ValueError(f"{subject!r} is not a {prefix}.<user> subject")
+    user_id = subject[len(prefix) + 1 :]
+    if not user_id:
+        raise ValueError(f"{subject!r} names no user")
+    return user_id
+
+
+def streams(refresh_window: float) -> tuple[StreamSpec, ...]:
+    """learnfeed's streams; refresh ids dedupe for at least one refresh window."""
+    return (
+        StreamSpec(
+            FEED_STREAM,
+            (REFRESH_REQUESTED, f"{FEED_READY_PREFIX}.*"),
+            duplicate_window=max(120.0, refresh_window),
+            max_age=24 * 3600.0,
+        ),
+        StreamSpec(INTERACTIONS_STREAM, (f"{INTERACTION_PREFIX}.*",), max_age=30 * 86400.0),
+    )
