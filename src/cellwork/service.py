@@ -1,18 +1,27 @@
-"""``Service``: one instance of a cellwork service and its lifecycle.
+"""``Service``: one instance of a cellwork service, wired where it is built.
 
-A service module builds one in its composition root and hands it to the
-runtime (``cellwork serve MODULE`` calls ``MODULE.create_service(settings)``)::
+A service module builds one in its composition root and hands it to the runtime
+(``cellwork serve MODULE`` calls ``create_service(settings)``). Everything a handler
+needs exists once the root returns, so handlers are built with their collaborators::
 
     def create_service(settings: ServiceSettings) -> Service:
-        service = Service("echo", settings)
-        service.add_grpc(add_EchoServicer_to_server, EchoServicer(), "pkg.v1.Echo")
+        service = Service("feed", settings)
+        engine = service.add_database(settings_url, MIGRATIONS)   # migrated on start
+        catalog = service.client("catalog", CatalogClient)        # balanced, typed
+        servicer = FeedServicer(FeedStore(engine), catalog, service.publisher)
+        service.add_grpc(add_FeedServicer_to_server, servicer, "learnfeed.v1.Feed")
         return service
 
-Lifecycle (shared by every long-lived part): ``start()`` connects NATS, serves
-gRPC and metrics, runs start hooks, registers SERVING and heartbeats;
-``drain(timeout)`` publishes DRAINING, waits for clients to notice, stops
-taking calls and finishes in-flight ones, runs stop hooks, deregisters;
-``close()`` releases what is left. Nothing connects at construction time.
+Nothing connects at construction. Clients, the publisher and the fan-out exist at
+once and are connected on start; calls before start fail with ``Unavailable``.
+
+Lifecycle (shared by every long-lived part): ``start()`` connects NATS, ensures
+streams, connects the publisher and fan-out, migrates databases, starts client
+watchers, serves gRPC (NOT_SERVING) and metrics, runs start hooks, starts jobs,
+consumers and HTTP servers, and only then turns health SERVING and registers;
+``drain(timeout)`` publishes DRAINING, waits for clients to notice, stops taking
+calls and finishes in-flight ones, runs stop hooks, flushes events, deregisters,
+disposes databases; ``close()`` releases what is left.
 """
 
 from __future__ import annotations
@@ -22,68 +31,76 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from wsgiref.simple_server import WSGIServer
 
 from grpc import aio
 from nats.aio.client import Client as NatsClient
-from nats.js.client import JetStreamContext
 
 from cellwork.config.settings import ServiceSettings
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.discovery.registry import Registration, Registry
+from cellwork.discovery.watcher import RegistryWatcher
 from cellwork.events.connection import connect_nats
 from cellwork.events.consumer import Consumer, Handler
+from cellwork.events.fanout import Fanout, MessageHandler, Subscription
 from cellwork.events.publisher import Publisher
 from cellwork.events.streams import StreamSpec, ensure_streams
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import start_metrics_server
-from cellwork.rpc.client import Client, connect_client
+from cellwork.rpc.client import Client, balanced_client
 from cellwork.rpc.interceptors import Layer
 from cellwork.rpc.server import RegisterFn, RpcServer
 
-if TYPE_CHECKING:  # the HTTP edge (uvicorn, starlette) loads only in services that serve HTTP
+if TYPE_CHECKING:  # SQLAlchemy and the HTTP edge load only in services that use them
+    from sqlalchemy.ext.asyncio import AsyncEngine
     from starlette.types import ASGIApp
 
+    from cellwork.data.migrations import Migration
     from cellwork.gateway.http import HttpServer
 
 StubT = TypeVar("StubT")
-Hook = Callable[["Service"], Awaitable[None]]
-Job = Callable[["Service"], Coroutine[Any, Any, None]]
+ClientT = TypeVar("ClientT", bound=Client[Any])
+Hook = Callable[[], Awaitable[None]]
+Job = Callable[[], Coroutine[Any, Any, None]]
 
 _log = get_logger("cellwork.service")
 
 
 class Service:
-    """One running instance: gRPC server, registry entry, metrics, clients, hooks."""
+    """One running instance: gRPC server, registry entry, metrics, clients, events, hooks."""
 
     def __init__(self, name: str, settings: ServiceSettings | None = None) -> None:
         self.settings = settings or ServiceSettings()
         # The name the cell (or deployment) gives the service wins over the module's own.
         self.name = self.settings.service or name
         self.layers: list[Layer] = []
+        self.publisher = Publisher()
+        self.bus = Fanout()
+        self.stopped = asyncio.Event()
+        self.metrics_port = 0
+        self.server: RpcServer | None = None
+        self.registration: Registration | None = None
+        self.http_servers: list[HttpServer] = []
+        self._streams: list[StreamSpec] = []
         self._servicers: list[tuple[RegisterFn, Any, str]] = []
+        self._consumer_specs: list[tuple[Handler, dict[str, Any]]] = []
+        self._consumers: list[Consumer] = []
+        self._http_specs: list[tuple[ASGIApp, int, dict[str, Any]]] = []
+        self._databases: list[tuple[AsyncEngine, tuple[Migration, ...]]] = []
+        self._clients: list[Client[Any]] = []
+        self._watchers: list[RegistryWatcher] = []
+        self._jobs: list[Job] = []
+        self._job_tasks: list[asyncio.Task[None]] = []
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
-        self._clients: list[Client[Any]] = []
-        self.server: RpcServer | None = None
-        self.nats: NatsClient | None = None
-        self.registry: Registry | None = None
-        self.registration: Registration | None = None
-        self.metrics_port = 0
-        self._metrics_server: WSGIServer | None = None
-        self.stopped = asyncio.Event()
-        self.streams: list[StreamSpec] = []
-        self._consumer_specs: list[tuple[Handler, dict[str, Any]]] = []
-        self.consumers: list[Consumer] = []
-        self.publisher: Publisher | None = None
-        self._http_specs: list[tuple[ASGIApp, int, dict[str, Any]]] = []
-        self.http_servers: list[HttpServer] = []
-        self._jobs: list[Job] = []
         self._on_reconnect: list[Hook] = []
-        self._job_tasks: list[asyncio.Task[None]] = []
+        self._nc: NatsClient | None = None
+        self._registry: Registry | None = None
+        self._metrics_server: WSGIServer | None = None
+        self._started = False
 
-    # -- declaring ---------------------------------------------------------------
+    # -- declaring (in the composition root, before start) -------------------------
 
     def add_grpc(self, register: RegisterFn, servicer: Any, full_name: str) -> None:
         """Serve ``servicer`` (registered with its generated ``add_*_to_server``)."""
@@ -91,20 +108,26 @@ class Service:
 
     def add_streams(self, *specs: StreamSpec) -> None:
         """Ensure these JetStream streams exist (created or updated) on start."""
-        self.streams.extend(specs)
+        self._streams.extend(specs)
 
-    def consume(
-        self, *, stream: str, durable: str, subject: str, **options: Any
-    ) -> Callable[[Handler], Handler]:
-        """Declare an event handler on a durable consumer (a group across instances).
+    def add_consumer(
+        self, handler: Handler, *, stream: str, durable: str, subject: str, **options: Any
+    ) -> None:
+        """Run ``handler`` for each event of a durable consumer (a group across instances).
 
         The handler's return acks the message; raising redelivers it, up to
         ``max_deliver`` times, then dead-letters it. Options go to ``Consumer``.
         """
+        spec = {"stream": stream, "durable": durable, "subject": subject, **options}
+        self._consumer_specs.append((handler, spec))
+
+    def consume(
+        self, *, stream: str, durable: str, subject: str, **options: Any
+    ) -> Callable[[Handler], Handler]:
+        """``add_consumer`` as a decorator."""
 
         def register(handler: Handler) -> Handler:
-            spec = {"stream": stream, "durable": durable, "subject": subject, **options}
-            self._consumer_specs.append((handler, spec))
+            self.add_consumer(handler, stream=stream, durable=durable, subject=subject, **options)
             return handler
 
         return register
@@ -113,54 +136,79 @@ class Service:
         """Serve an ASGI app on ``port`` (shared with sibling instances via SO_REUSEPORT)."""
         self._http_specs.append((app, port, options))
 
-    @property
-    def js(self) -> JetStreamContext:
-        """The JetStream context (after start)."""
-        if self.nats is None:
-            raise RuntimeError("JetStream is available once the service has started")
-        return self.nats.jetstream()
+    def add_database(self, url: str, migrations: tuple[Migration, ...] = ()) -> AsyncEngine:
+        """An engine for ``url`` (no connection yet), migrated on start, disposed on drain.
+
+        Migrations are recorded under this service's name, so services that share one
+        database never take each other's schema for their own.
+        """
+        from cellwork.data.engine import open_engine
+
+        engine = open_engine(url)
+        self._databases.append((engine, tuple(migrations)))
+        return engine
+
+    @overload
+    def client(self, service: str, kind: type[ClientT], **options: Any) -> ClientT: ...
+
+    @overload
+    def client(
+        self, service: str, kind: Callable[[aio.Channel], StubT], **options: Any
+    ) -> Client[StubT]: ...
+
+    def client(self, service: str, kind: Any, **options: Any) -> Any:
+        """A balanced client of another service, usable once this one has started.
+
+        ``kind`` is a generated client class (``CatalogClient``: typed methods) or a
+        stub class (an untyped ``Client``). Its registry watcher starts and stops with
+        this service; options go to ``balanced_client``.
+        """
+        if self._started:
+            raise RuntimeError("declare clients in the composition root, before start()")
+        client = balanced_client(kind, service, caller=self.name, **options)
+        self._clients.append(client)
+        return client
 
     def on_start(self, hook: Hook) -> Hook:
-        """Run ``await hook(service)`` after connecting, before registering SERVING."""
+        """Run ``await hook()`` once connected and migrated, before health turns SERVING."""
         self._on_start.append(hook)
         return hook
 
     def on_reconnect(self, hook: Hook) -> Hook:
-        """Run ``await hook(service)`` after NATS reconnects (core messages may be lost)."""
+        """Run ``await hook()`` after NATS reconnects (core messages may have been lost)."""
         self._on_reconnect.append(hook)
         return hook
 
-    async def _reconnected(self) -> None:
-        _log.warning("service.nats_reconnected", service=self.name)
-        for hook in self._on_reconnect:
-            try:
-                await hook(self)
-            except Exception:
-                _log.exception("service.reconnect_hook_failed", service=self.name)
-
-    def background(self, job: Job) -> Job:
-        """Run ``await job(service)`` as a task from start until drain (then cancelled)."""
-        self._jobs.append(job)
-        return job
-
     def on_stop(self, hook: Hook) -> Hook:
-        """Run ``await hook(service)`` once in-flight calls are finished, on drain."""
+        """Run ``await hook()`` once in-flight calls and events are finished, on drain."""
         self._on_stop.append(hook)
         return hook
 
-    async def client(
-        self, service: str, stub_factory: Callable[[aio.Channel], StubT], **options: Any
-    ) -> Client[StubT]:
-        """Return a balanced client of another service; closed with this one."""
-        if self.registry is None:
-            raise RuntimeError("clients are created once the service has started")
-        client = await connect_client(
-            self.registry, service, stub_factory, caller=self.name, **options
-        )
-        self._clients.append(client)
-        return client
+    def background(self, job: Job) -> Job:
+        """Run ``await job()`` as a task from start until drain (then cancelled)."""
+        self._jobs.append(job)
+        return job
 
-    # -- lifecycle ---------------------------------------------------------------
+    # -- events ---------------------------------------------------------------------
+
+    async def broadcast(self, subject: str, data: bytes, *, confirm: bool = False) -> None:
+        """Tell every instance listening on ``subject`` now (core NATS; not stored)."""
+        await self.bus.broadcast(subject, data, confirm=confirm)
+
+    def subscribe(self, subject: str, handler: MessageHandler) -> Subscription:
+        """Receive ``subject``'s broadcasts in ``await handler(subject, data)``.
+
+        Declared before start, the subscription is made on start; later, at once.
+        ``await subscription.confirmed()`` returns once the server knows of it.
+        """
+        return self.bus.subscribe(subject, handler)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def nats(self) -> NatsClient | None:
+        """The NATS connection (after start), for platform parts and tests."""
+        return self._nc
 
     @property
     def info(self) -> InstanceInfo:
@@ -170,21 +218,34 @@ class Service:
         return self.registration.info
 
     async def start(self) -> None:
-        """Connect, serve, register SERVING; raises if any step fails."""
+        """Connect and start every part; health turns SERVING last. Raises if a step fails."""
         s = self.settings
-        self.nats = await connect_nats(
+        self._nc = await connect_nats(
             s.nats_url, name=f"{self.name}/{s.instance_id}", on_reconnected=self._reconnected
         )
-        self.registry = await Registry.open(
-            self.nats, s.registry_bucket, s.registry_ttl, replicas=s.stream_replicas
+        self._registry = await Registry.open(
+            self._nc, s.registry_bucket, s.registry_ttl, replicas=s.stream_replicas
         )
         self._metrics_server = start_metrics_server(s.host, s.metrics_port)
-        if self.streams:
-            copies = tuple(replace(spec, replicas=s.stream_replicas) for spec in self.streams)
-            await ensure_streams(self.js, copies)
-        self.publisher = Publisher(self.js)
-        self.publisher.start()
         self.metrics_port = int(self._metrics_server.server_port)
+        js = self._nc.jetstream()
+        if self._streams:
+            copies = tuple(replace(spec, replicas=s.stream_replicas) for spec in self._streams)
+            await ensure_streams(js, copies)
+        self.publisher.start(js)
+        self.bus.attach(self._nc)
+        if self._databases:
+            from cellwork.data.migrations import migrate
+
+            for engine, migrations in self._databases:
+                if migrations:
+                    await migrate(engine, migrations)
+        for client in self._clients:
+            watcher = RegistryWatcher(self._registry, client.service)
+            watcher.add_listener(client.balancer.update)
+            self._watchers.append(watcher)
+            await watcher.start()
+        self._started = True
         self.server = RpcServer(
             self.name,
             host=s.host,
@@ -197,19 +258,20 @@ class Service:
             self.server.add(register, servicer, full_name)
         port = await self.server.start()
         for hook in self._on_start:
-            await hook(self)
+            await hook()
         for job in self._jobs:
             self._job_tasks.append(asyncio.create_task(self._run_job(job)))
         for handler, spec in self._consumer_specs:
-            consumer = Consumer(self.js, handler=handler, **spec)
+            consumer = Consumer(js, handler=handler, **spec)
             await consumer.start()
-            self.consumers.append(consumer)
+            self._consumers.append(consumer)
         for app, http_port, options in self._http_specs:
             from cellwork.gateway.http import HttpServer
 
-            server = HttpServer(app, s.host, http_port, **options)
-            self.http_servers.append(server)
-            await server.start()
+            http = HttpServer(app, s.host, http_port, **options)
+            self.http_servers.append(http)
+            await http.start()
+        await self.server.set_serving(True)
         info = InstanceInfo(
             service=self.name,
             instance_id=s.instance_id,
@@ -222,7 +284,7 @@ class Service:
             pid=os.getpid(),
             started_at=time.time(),
         )
-        self.registration = Registration(self.registry, info, s.heartbeat_interval)
+        self.registration = Registration(self._registry, info, s.heartbeat_interval)
         await self.registration.start()
         _log.info(
             "service.started", service=self.name, grpc_port=port, metrics_port=self.metrics_port
@@ -247,16 +309,15 @@ class Service:
             *(http.drain(left()) for http in self.http_servers),
             *([self.server.drain(left())] if self.server is not None else []),
         )
-        await asyncio.gather(*(consumer.drain(left()) for consumer in self.consumers))
-        self.consumers = []
+        await asyncio.gather(*(consumer.drain(left()) for consumer in self._consumers))
+        self._consumers = []
         await self._cancel_jobs()
         for hook in self._on_stop:
             try:
-                await hook(self)
+                await hook()
             except Exception:
                 _log.exception("service.stop_hook_failed", service=self.name)
-        if self.publisher is not None:
-            await self.publisher.drain(max(left(), 1.0))
+        await self.publisher.drain(max(left(), 1.0))
         if self.registration is not None:
             await self.registration.close()
             self.registration = None
@@ -266,28 +327,31 @@ class Service:
         )
 
     async def close(self) -> None:
-        """Release clients, the server and NATS at once (idempotent)."""
+        """Release clients, the server, databases and NATS at once (idempotent)."""
         await self._cancel_jobs()
         for http in self.http_servers:
             await http.close()
         self.http_servers = []
-        for consumer in self.consumers:
+        for consumer in self._consumers:
             await consumer.close()
-        self.consumers = []
-        if self.publisher is not None:
-            await self.publisher.close()
-            self.publisher = None
+        self._consumers = []
+        await self.publisher.close()
+        await self.bus.close()
+        for watcher in self._watchers:
+            await watcher.close()
+        self._watchers = []
         for client in self._clients:
             await client.close()
-        self._clients = []
         if self.server is not None:
             await self.server.close()
             self.server = None
         if self.registration is not None:
             await self.registration.close()
             self.registration = None
-        if self.nats is not None:
-            nc, self.nats = self.nats, None
+        for engine, _ in self._databases:
+            await engine.dispose()
+        if self._nc is not None:
+            nc, self._nc = self._nc, None
             try:
                 await asyncio.wait_for(nc.drain(), timeout=2)
             except Exception:
@@ -298,16 +362,28 @@ class Service:
             server.server_close()
         self.stopped.set()
 
+    async def _reconnected(self) -> None:
+        _log.warning("service.nats_reconnected", service=self.name)
+        for hook in self._on_reconnect:
+            try:
+                await hook()
+            except Exception:
+                _log.exception("service.reconnect_hook_failed", service=self.name)
+
     async def _run_job(self, job: Job) -> None:
         try:
-            await job(self)
+            await job()
         except asyncio.CancelledError:
             raise
         except Exception:
-            _log.exception("service.job_failed", service=self.name, job=job.__name__)
+            _log.exception("service.job_failed", service=self.name, job=_name_of(job))
 
     async def _cancel_jobs(self) -> None:
         tasks, self._job_tasks = self._job_tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _name_of(job: Job) -> str:
+    return str(getattr(job, "__name__", None) or type(job).__name__)

@@ -12,7 +12,7 @@ from learnfeed import contract
 from learnfeed.catalog.demo import demo_catalog
 from learnfeed.catalog.store import CatalogStore
 from learnfeed.feed import create_service
-from learnfeed.recommender.service import recompute_all
+from learnfeed.recommender.events import recompute_all
 from learnfeed.recommender.store import RecommenderStore
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import feed_pb2, feed_pb2_grpc

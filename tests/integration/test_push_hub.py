@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from cellwork.events.connection import connect_nats
+from cellwork.events import Fanout, connect_nats
 from learnfeed import contract
 from learnfeed.push.hub import Hub
 from learnfeed.v1 import events_pb2
@@ -25,7 +25,9 @@ class Socket:
 async def test_feed_ready_reaches_the_users_sockets_only(nats_server) -> None:
     nc = await connect_nats(nats_server.url, "test-hub")
     publisher = await connect_nats(nats_server.url, "test-hub-pub")
-    hub = Hub(nc, max_per_user=2, max_sockets=3)
+    bus = Fanout()
+    bus.attach(nc)
+    hub = Hub(bus, max_per_user=2, max_sockets=3)
     try:
         a1, a2, b1 = Socket(), Socket(), Socket()
         await hub.join("alice", a1)
@@ -46,11 +48,16 @@ async def test_feed_ready_reaches_the_users_sockets_only(nats_server) -> None:
         await hub.leave("alice", a2)
         assert "alice" not in hub.sockets and hub.has_room("alice")
         await publisher.publish(contract.feed_ready("alice"), ready)
+        to_bob = events_pb2.FeedReady(user_id="bob", version=8).SerializeToString()
+        await publisher.publish(contract.feed_ready("bob"), to_bob)
         await publisher.flush()
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(5):  # bob's frame was sent after alice's
+            while not b1.frames:  # noqa: ASYNC110 - polling the fakes
+                await asyncio.sleep(0.01)
         assert len(a1.frames) == 1  # unsubscribed with the last socket
         await hub.leave("alice", a1)  # leaving twice changes nothing
         assert hub.open == 1
     finally:
+        await bus.close()
         await nc.close()
         await publisher.close()

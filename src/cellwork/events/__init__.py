@@ -1,7 +1,9 @@
-"""events: durable streams, publishing with dedupe ids, consumer groups, dead letters."""
+"""events: durable streams, publishing with dedupe ids, consumer groups, dead letters,
+and core-NATS fan-out for what must reach every instance now."""
 
 from cellwork.events.connection import connect_nats
 from cellwork.events.consumer import Consumer, Delivery, Handler
+from cellwork.events.fanout import Fanout, MessageHandler, Subscription
 from cellwork.events.publisher import Publisher
 from cellwork.events.streams import DEAD_LETTER_STREAM, StreamSpec, ensure_streams
 
@@ -9,9 +11,12 @@ __all__ = [
     "DEAD_LETTER_STREAM",
     "Consumer",
     "Delivery",
+    "Fanout",
     "Handler",
+    "MessageHandler",
     "Publisher",
     "StreamSpec",
+    "Subscription",
     "connect_nats",
     "ensure_streams",
 ]

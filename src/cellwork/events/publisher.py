@@ -1,6 +1,8 @@
 """Publishing to JetStream with dedupe ids, awaited or batched in the background.
 
-``publish`` awaits the stream's acknowledgement (use it when the caller's answer
+A service's publisher exists from the moment the service is built and is connected
+to JetStream on start: events queued with ``publish_soon`` before then wait in the
+queue. ``publish`` awaits the stream's acknowledgement (use it when the caller's answer
 depends on the event being stored). ``publish_soon`` queues the event and returns at
 once; a background task publishes what is queued without awaiting each ack in turn
 (acks of a batch are gathered), which is what a hot path wants.
@@ -35,7 +37,7 @@ class Publisher:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        js: JetStreamContext | None = None,
         *,
         queue_size: int = 10_000,
         batch: int = 256,
@@ -51,6 +53,8 @@ class Publisher:
 
     async def publish(self, subject: str, payload: bytes, msg_id: str) -> int:
         """Publish and await the ack; returns the stream sequence. Raises Unavailable."""
+        if self._js is None:
+            raise Unavailable("the event stream is not connected yet: the service has not started")
         try:
             ack = await self._js.publish(
                 subject, payload, timeout=self._timeout, headers={MSG_ID_HEADER: msg_id}
@@ -67,8 +71,12 @@ class Publisher:
         except asyncio.QueueFull:
             raise ResourceExhausted("event queue is full") from None
 
-    def start(self) -> None:
-        """Start the background publishing task."""
+    def start(self, js: JetStreamContext | None = None) -> None:
+        """Start publishing what is queued, through ``js`` when given."""
+        if js is not None:
+            self._js = js
+        if self._js is None:
+            raise ValueError("a publisher needs a JetStream context to start")
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="cellwork-publisher")
 

@@ -12,6 +12,11 @@
                  retry budget: any call that never reached a server, and
                  idempotent calls for any UNAVAILABLE
 
+Typed clients are generated from the ``.proto`` (``make proto`` writes
+``x_client.py`` beside ``x_pb2.py``): ``FeedClient.get_feed(request) -> FeedPage``
+calls ``invoke`` with the method's ``Method`` descriptor, which knows whether the
+method is idempotent (``option idempotency_level`` in the ``.proto``).
+
 Hand-written rather than grpc.aio client interceptors: those sit on one
 channel, while retrying on *another* endpoint needs the balancer in the loop.
 """
@@ -19,8 +24,9 @@ channel, while retrying on *another* endpoint needs the balancer in the loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
 import grpc
 from grpc import aio
@@ -42,6 +48,10 @@ from cellwork.rpc.context import (
 )
 
 StubT = TypeVar("StubT")
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+ClientT = TypeVar("ClientT", bound="Client[Any]")
+Metadata = Sequence[tuple[str, str]]
 
 _NOT_CONNECTED_HINTS = ("failed to connect", "connection refused", "connect failed")
 
@@ -51,8 +61,25 @@ def _never_reached_server(exc: aio.AioRpcError) -> bool:
     return any(hint in details for hint in _NOT_CONNECTED_HINTS)
 
 
+@dataclass(frozen=True, slots=True)
+class Method(Generic[RequestT, ResponseT]):
+    """One unary RPC: its name on the stub, and whether repeating it is safe.
+
+    Generated clients declare one per RPC, typed with its request and response.
+    """
+
+    name: str
+    idempotent: bool = False
+
+
 class Client(Generic[StubT]):
-    """Calls one service through its balancer; ``call("Method", request)``."""
+    """Calls one service through its balancer.
+
+    ``await client.call("Method", request)`` works with any stub; a generated subclass
+    (``FeedClient``) adds one typed method per RPC and knows which are idempotent.
+    """
+
+    IDEMPOTENT: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -62,7 +89,6 @@ class Client(Generic[StubT]):
         max_attempts: int = 3,
         retry_budget: RetryBudget | None = None,
         metrics: RpcMetrics | None = None,
-        on_close: Callable[[], Any] | None = None,
     ) -> None:
         self.balancer = balancer
         self.service = balancer.service
@@ -70,7 +96,7 @@ class Client(Generic[StubT]):
         self._max_attempts = max(1, max_attempts)
         self._budget = retry_budget or RetryBudget(now=time.monotonic())
         self._metrics = metrics or client_metrics()
-        self._on_close = on_close
+        self._on_close: list[Callable[[], Awaitable[None]]] = []
 
     def has_endpoints(self) -> bool:
         """True when the registry lists at least one SERVING instance of the service."""
@@ -82,15 +108,19 @@ class Client(Generic[StubT]):
         request: Any,
         *,
         timeout: float | None = None,
-        idempotent: bool = False,
-        metadata: Sequence[tuple[str, str]] = (),
+        idempotent: bool | None = None,
+        metadata: Metadata = (),
     ) -> Any:
         """Call ``method`` (the stub attribute name) on one instance; return the response.
 
         ``timeout`` in seconds defaults to the client's; it is capped by the
-        deadline of the call being handled. Raises the domain error matching
-        the final status (``NotFound``, ``Unavailable``, ``DeadlineExceeded``...).
+        deadline of the call being handled. ``idempotent`` defaults to what the
+        ``.proto`` declares (generated clients) or False. Raises the domain error
+        matching the final status (``NotFound``, ``Unavailable``, ``DeadlineExceeded``...),
+        and ValueError for a method the service does not have.
         """
+        if idempotent is None:
+            idempotent = method in self.IDEMPOTENT
         parent = current_call()
         budget = effective_timeout(timeout or self._default_timeout, parent)
         assert budget is not None  # a default timeout always applies
@@ -119,7 +149,7 @@ class Client(Generic[StubT]):
             stats.in_flight += 1
             start = time.perf_counter()
             try:
-                response = await getattr(endpoint.stub, method)(
+                response = await _method_of(endpoint.stub, method, self.service)(
                     request, timeout=deadline - time.monotonic(), metadata=md
                 )
             except aio.AioRpcError as exc:
@@ -139,6 +169,20 @@ class Client(Generic[StubT]):
             self._metrics.observe(self.service, method, "OK", elapsed)
             return response
 
+    async def invoke(
+        self,
+        method: Method[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> ResponseT:
+        """Call a declared method (a generated client's ``Method``); typed ``call``."""
+        response: ResponseT = await self.call(
+            method.name, request, timeout=timeout, idempotent=method.idempotent, metadata=metadata
+        )
+        return response
+
     def _should_retry(
         self,
         code: grpc.StatusCode,
@@ -154,39 +198,98 @@ class Client(Generic[StubT]):
             return False
         return self._budget.try_acquire(now)
 
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``await hook()`` when the client closes (the watcher feeding it, say)."""
+        self._on_close.append(hook)
+
     async def close(self) -> None:
-        """Close the balancer's channels (and the watcher feeding it, if owned)."""
-        if self._on_close is not None:
-            await self._on_close()
+        """Close the balancer's channels, after the hooks (the watcher feeding it)."""
+        hooks, self._on_close = self._on_close, []
+        for hook in hooks:
+            await hook()
         await self.balancer.close()
 
 
-async def connect_client(
-    registry: Registry,
+def _method_of(stub: Any, method: str, service: str) -> Callable[..., Any]:
+    try:
+        bound: Callable[..., Any] = getattr(stub, method)
+    except AttributeError:
+        raise ValueError(f"the {service} client has no method {method!r}") from None
+    return bound
+
+
+@overload
+def balanced_client(
+    kind: type[ClientT],
     service: str,
-    stub_factory: Callable[[aio.Channel], StubT],
     *,
     caller: str = "",
     policy: str = "p2c",
     ejection: EjectionPolicy | None = None,
     default_timeout: float = 5.0,
     max_attempts: int = 3,
-) -> Client[StubT]:
-    """Start a registry watcher for ``service`` and return a client balanced over it.
+) -> ClientT: ...
 
-    ``caller`` names this side to the server (its logs show it): it is set as
-    the channels' user agent, so it costs nothing per call.
+
+@overload
+def balanced_client(
+    kind: Callable[[aio.Channel], StubT],
+    service: str,
+    *,
+    caller: str = "",
+    policy: str = "p2c",
+    ejection: EjectionPolicy | None = None,
+    default_timeout: float = 5.0,
+    max_attempts: int = 3,
+) -> Client[StubT]: ...
+
+
+def balanced_client(
+    kind: Any,
+    service: str,
+    *,
+    caller: str = "",
+    policy: str = "p2c",
+    ejection: EjectionPolicy | None = None,
+    default_timeout: float = 5.0,
+    max_attempts: int = 3,
+) -> Any:
+    """A client of ``service`` with an empty balancer: feed it the registry's live set
+    (``client.balancer.update``, a watcher listener). No I/O.
+
+    ``kind`` is a generated client class (``FeedClient``) or a stub class
+    (``FeedStub``, giving an untyped ``Client``). ``caller`` names this side to the
+    server (its logs show it): it is set as the channels' user agent, so it costs
+    nothing per call.
     """
-    watcher = RegistryWatcher(registry, service)
+    is_client_class = isinstance(kind, type) and issubclass(kind, Client)
+    factory = kind.stub_factory if is_client_class else kind
     options = (("grpc.primary_user_agent", caller_user_agent(caller)),) if caller else ()
-    balancer: Balancer[StubT] = Balancer(
-        service, stub_factory, policy=policy, ejection=ejection, channel_options=options
+    balancer: Balancer[Any] = Balancer(
+        service, factory, policy=policy, ejection=ejection, channel_options=options
     )
-    watcher.add_listener(balancer.update)
+    client_class = kind if is_client_class else Client
+    return client_class(balancer, default_timeout=default_timeout, max_attempts=max_attempts)
+
+
+@overload
+async def connect_client(
+    registry: Registry, service: str, kind: type[ClientT], **options: Any
+) -> ClientT: ...
+
+
+@overload
+async def connect_client(
+    registry: Registry, service: str, kind: Callable[[aio.Channel], StubT], **options: Any
+) -> Client[StubT]: ...
+
+
+async def connect_client(registry: Registry, service: str, kind: Any, **options: Any) -> Any:
+    """A client of ``service`` with its own registry watcher, started now and closed
+    with the client (outside a ``Service``, which owns its clients' watchers)."""
+    client = balanced_client(kind, service, **options)
+    watcher = RegistryWatcher(registry, service)
+    watcher.add_listener(client.balancer.update)
     await watcher.start()
-    return Client(
-        balancer,
-        default_timeout=default_timeout,
-        max_attempts=max_attempts,
-        on_close=watcher.close,
-    )
+    client.on_close(watcher.close)
+    return client

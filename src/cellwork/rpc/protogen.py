@@ -2,7 +2,9 @@
 
 ``python -m cellwork.rpc.protogen PROTO_ROOT OUT_ROOT [--check]`` compiles every
 ``.proto`` under PROTO_ROOT with grpcio-tools (messages, gRPC stubs and mypy
-stubs) into OUT_ROOT, mirroring the package path (``proto/a/v1/x.proto`` becomes
+stubs) and writes a typed cellwork client module per proto with services
+(``x_client.py``, see ``cellwork.rpc.clientgen``) into OUT_ROOT, mirroring the
+package path (``proto/a/v1/x.proto`` becomes
 ``OUT_ROOT/a/v1/x_pb2.py``). With ``--check`` it compiles into a temporary
 directory and exits 1 if any generated file differs from what is committed.
 Needs the ``dev`` extra (grpcio-tools, mypy-protobuf).
@@ -14,8 +16,11 @@ import filecmp
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+from cellwork.rpc.clientgen import CLIENT_SUFFIX, client_module_path, render_client_module
+
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi", CLIENT_SUFFIX)
 
 
 def generate(proto_root: Path, out_root: Path) -> list[Path]:
@@ -43,6 +48,7 @@ def generate(proto_root: Path, out_root: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit(f"protoc failed for {protos}")
+    _write_clients(protoc, proto_root, include, out_root, protos)
     written = []
     for proto in protos:
         relative_dir = Path(proto).parent
@@ -54,6 +60,33 @@ def generate(proto_root: Path, out_root: Path) -> list[Path]:
         stem = Path(proto).stem
         written += [package_dir / f"{stem}{suffix}" for suffix in GENERATED_SUFFIXES]
     return [p for p in written if p.exists()]
+
+
+def _write_clients(
+    protoc: Any, proto_root: Path, include: str, out_root: Path, protos: list[str]
+) -> None:
+    from google.protobuf import descriptor_pb2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        descriptors = Path(tmp) / "set.pb"
+        args = [
+            "protoc",
+            f"-I{proto_root}",
+            f"-I{include}",
+            f"--descriptor_set_out={descriptors}",
+            "--include_imports",
+            "--include_source_info",
+            *protos,
+        ]
+        if protoc.main(args) != 0:
+            raise SystemExit(f"protoc could not describe {protos}")
+        files = list(descriptor_pb2.FileDescriptorSet.FromString(descriptors.read_bytes()).file)
+    for file in files:
+        if file.name not in protos:
+            continue
+        source = render_client_module(file, files)
+        if source is not None:
+            (out_root / client_module_path(file.name)).write_text(source)
 
 
 def check(proto_root: Path, out_root: Path) -> list[str]:

@@ -22,8 +22,9 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class RpcServer:
     """One grpc.aio server: your servicers plus ``grpc.health.v1`` and reflection.
 
-    Lifecycle: ``add`` servicers, ``start()`` (binds, returns the port, health
-    SERVING), ``drain(timeout)`` (health NOT_SERVING, refuse new calls, wait for
+    Lifecycle: ``add`` servicers, ``start()`` (binds, returns the port; health stays
+    NOT_SERVING until ``set_serving(True)``, once everything behind the servicers has
+    started), ``drain(timeout)`` (health NOT_SERVING, refuse new calls, wait for
     in-flight ones up to ``timeout``), ``close()`` (stop now).
     """
 
@@ -76,16 +77,16 @@ class RpcServer:
         return tuple(self._service_names)
 
     async def start(self) -> int:
-        """Bind and start serving; return the bound port. Health becomes SERVING."""
+        """Bind and start serving; return the bound port. Health says NOT_SERVING."""
         reflection.enable_server_reflection(
             [*self._service_names, reflection.SERVICE_NAME], self._server
         )
         self.port = self._server.add_insecure_port(f"{self.host}:{self.port}")
         if self.port == 0:
             raise OSError(f"could not bind gRPC server on {self.host}")
+        await self.set_serving(False)
         await self._server.start()
         self._started = True
-        await self.set_serving(True)
         return self.port
 
     async def set_serving(self, serving: bool) -> None:

@@ -17,10 +17,10 @@ from pydantic_settings import SettingsConfigDict
 
 from cellwork import errors
 from cellwork.config.settings import ServiceSettings
-from cellwork.rpc.client import Client
 from cellwork.rpc.context import current_call
 from cellwork.service import Service
 from cellwork.testing.v1 import echo_pb2, echo_pb2_grpc
+from cellwork.testing.v1.echo_client import EchoClient
 
 SERVICE_NAME = "echo"
 PROTO_NAME = "cellwork.testing.v1.Echo"
@@ -39,10 +39,10 @@ class EchoSettings(ServiceSettings):
 class EchoServicer(echo_pb2_grpc.EchoServicer):
     """Echoes payloads and reports what the server saw of the call."""
 
-    def __init__(self, instance_id: str, delay_ms: float = 0.0) -> None:
+    def __init__(self, instance_id: str, relay: EchoClient, delay_ms: float = 0.0) -> None:
         self.instance_id = instance_id
+        self.relay = relay
         self.delay_ms = delay_ms
-        self.relay: Client[echo_pb2_grpc.EchoStub] | None = None
 
     def _seen(self, payload: bytes) -> echo_pb2.EchoResponse:
         call = current_call()
@@ -64,12 +64,9 @@ class EchoServicer(echo_pb2_grpc.EchoServicer):
         return response
 
     async def Relay(self, request: echo_pb2.RelayRequest, context: Any) -> echo_pb2.EchoResponse:
-        if self.relay is None:
-            raise errors.Unavailable("relay client not started")
         if request.wait_ms:
             await asyncio.sleep(request.wait_ms / 1000.0)
-        response: echo_pb2.EchoResponse = await self.relay.call("Echo", request.inner)
-        return response
+        return await self.relay.echo(request.inner)
 
     async def Fail(self, request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
         name = request.payload.decode(errors="replace")
@@ -85,13 +82,15 @@ def create_service(settings: ServiceSettings) -> Service:
         settings if isinstance(settings, EchoSettings) else EchoSettings(**settings.model_dump())
     )
     service = Service(SERVICE_NAME, echo_settings)
-    servicer = EchoServicer(echo_settings.instance_id, echo_settings.echo_delay_ms)
+    relay = service.client(echo_settings.echo_relay_to, EchoClient)
+    servicer = EchoServicer(echo_settings.instance_id, relay, echo_settings.echo_delay_ms)
     service.add_grpc(echo_pb2_grpc.add_EchoServicer_to_server, servicer, PROTO_NAME)
 
-    @service.on_start
-    async def connect_relay(svc: Service) -> None:
-        servicer.relay = await svc.client(echo_settings.echo_relay_to, echo_pb2_grpc.EchoStub)
-        if echo_settings.echo_ignore_sigterm:
+    if echo_settings.echo_ignore_sigterm:
+
+        @service.on_start
+        async def ignore_sigterm() -> None:
+            # After start: `cellwork serve` installs its handler before starting the service.
             asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

@@ -7,10 +7,9 @@ from typing import Any
 
 from cellwork import InvalidArgument, Service, ServiceSettings
 from cellwork.cache import LocalCache
-from cellwork.data import open_engine
 from cellwork.observability import get_logger
 from learnfeed.catalog.demo import demo_catalog
-from learnfeed.catalog.store import CatalogStore, Item
+from learnfeed.catalog.store import MIGRATIONS, CatalogStore, Item
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import catalog_pb2 as pb
 from learnfeed.v1 import catalog_pb2_grpc as rpc
@@ -62,28 +61,28 @@ class CatalogServicer(rpc.CatalogServicer):
         return pb.ItemList(items=[item_message(i) for i in await self.store.recent(limit)])
 
 
+class DemoSeed:
+    """Seeds the deterministic demo catalog (idempotent: only what is missing)."""
+
+    def __init__(self, store: CatalogStore) -> None:
+        self.store = store
+
+    async def __call__(self) -> None:
+        educators, items = demo_catalog()
+        added = await self.store.seed(educators, items)
+        _log.info("catalog.demo_seeded", items_added=added, items=len(items))
+
+
 def create_service(settings: ServiceSettings) -> Service:
     """Composition root: the database (seeded with the demo catalog in demo mode)."""
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
-    engine = open_engine(cfg.database(service.name))
-    store = CatalogStore(engine)
+    store = CatalogStore(service.add_database(cfg.database(service.name), MIGRATIONS))
     service.add_grpc(
         rpc.add_CatalogServicer_to_server,
         CatalogServicer(store, cfg.catalog_cache_ttl),
         PROTO_NAME,
     )
-
-    @service.on_start
-    async def prepare(_: Service) -> None:
-        await store.migrate()
-        if cfg.demo:
-            educators, items = demo_catalog()
-            added = await store.seed(educators, items)
-            _log.info("catalog.demo_seeded", items_added=added, items=len(items))
-
-    @service.on_stop
-    async def close_database(_: Service) -> None:
-        await engine.dispose()
-
+    if cfg.demo:
+        service.on_start(DemoSeed(store))
     return service

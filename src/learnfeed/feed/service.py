@@ -5,17 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-
-from cellwork import Client, InvalidArgument, ResourceExhausted, Service, ServiceSettings
+from cellwork import InvalidArgument, ResourceExhausted, Service, ServiceSettings
 from cellwork.cache import LocalCache
-from cellwork.data import open_engine
-from cellwork.events import Delivery, Publisher
+from cellwork.events import Delivery, Fanout, Publisher
 from cellwork.observability import get_logger
 from learnfeed import contract
 from learnfeed.feed.domain import BurstCounter
-from learnfeed.feed.store import FeedStore, FeedVersion
+from learnfeed.feed.store import MIGRATIONS, FeedStore, FeedVersion
 from learnfeed.freshness import (
     CurrentVersions,
     RefreshCoalescer,
@@ -24,9 +20,10 @@ from learnfeed.freshness import (
     parse_changed,
 )
 from learnfeed.settings import LearnfeedSettings
-from learnfeed.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2
+from learnfeed.v1 import catalog_pb2, events_pb2
 from learnfeed.v1 import feed_pb2 as pb
 from learnfeed.v1 import feed_pb2_grpc as rpc
+from learnfeed.v1.catalog_client import CatalogClient
 
 _log = get_logger("learnfeed.feed")
 
@@ -39,9 +36,9 @@ COLD_SIZE = 100
 class ColdStart:
     """The feed of a user who has none yet: popular and recent items, interleaved."""
 
-    def __init__(self, store: FeedStore, ttl: float = 30.0) -> None:
+    def __init__(self, store: FeedStore, catalog: CatalogClient, ttl: float = 30.0) -> None:
         self.store = store
-        self.catalog: Client[catalog_pb2_grpc.CatalogStub] | None = None
+        self.catalog = catalog
         self._cache: LocalCache[str, list[tuple[str, float]]] = LocalCache(maxsize=1, ttl=ttl)
 
     async def items(self) -> list[tuple[str, float]]:
@@ -50,15 +47,10 @@ class ColdStart:
 
     async def _load(self, _: list[str]) -> dict[str, list[tuple[str, float]]]:
         popular = await self.store.get(contract.POPULAR_FEED)
-        recent: list[str] = []
-        if self.catalog is not None:
-            reply = await self.catalog.call(
-                "ListRecent",
-                catalog_pb2.ListRecentRequest(limit=COLD_SIZE),
-                timeout=2.0,
-                idempotent=True,
-            )
-            recent = [item.id for item in reply.items]
+        reply = await self.catalog.list_recent(
+            catalog_pb2.ListRecentRequest(limit=COLD_SIZE), timeout=2.0
+        )
+        recent = [item.id for item in reply.items]
         ranked = interleave([i for i, _ in popular.items] if popular else [], recent)
         return {"cold": [(item, 1.0 - n / COLD_SIZE) for n, item in enumerate(ranked)]}
 
@@ -83,8 +75,9 @@ class FeedServicer(rpc.FeedServicer):
 
     Current versions are cached in the instance (a database read costs ~0.4 ms of
     CPU here, the cache lookup ~1 us). An instance that stores a version tells its
-    siblings on ``_learnfeed.feed.changed.<user>`` before it answers, so by the time
-    ``feed.ready`` goes out every instance has dropped the old version.
+    siblings (and the gateways) on ``_learnfeed.feed.changed.<user>`` before it
+    answers, so by the time ``feed.ready`` goes out every copy of the old version
+    has been dropped.
     """
 
     def __init__(
@@ -92,15 +85,16 @@ class FeedServicer(rpc.FeedServicer):
         store: FeedStore,
         cold: ColdStart,
         coalescer: RefreshCoalescer,
-        publisher: Publisher | None = None,
+        publisher: Publisher,
+        bus: Fanout,
         instance_id: str = "",
     ) -> None:
         self.store = store
         self.cold = cold
         self.coalescer = coalescer
         self.publisher = publisher
+        self.bus = bus
         self.instance_id = instance_id
-        self.nats: NatsClient | None = None
         self.versions: CurrentVersions[FeedVersion] = CurrentVersions(ttl=300.0)
 
     async def current(self, user_id: str) -> FeedVersion | None:
@@ -111,16 +105,20 @@ class FeedServicer(rpc.FeedServicer):
             self.versions.keep(user_id, version)
         return None if version is _NO_VERSION else version
 
-    async def on_changed(self, msg: Msg) -> None:
+    async def on_changed(self, subject: str, data: bytes) -> None:
         """An instance stored a new version: older copies here stop being served."""
-        user_id = contract.user_of(msg.subject, contract.FEED_CHANGED_PREFIX)
-        self.versions.announce(user_id, parse_changed(msg.data)[1])
+        user_id = contract.user_of(subject, contract.FEED_CHANGED_PREFIX)
+        self.versions.announce(user_id, parse_changed(data)[1])
+
+    async def forget_versions(self) -> None:
+        """After a NATS reconnect announcements may have been missed: drop every copy."""
+        self.versions.clear()
 
     def request_refresh(self, user_id: str, reason: str, now: float | None = None) -> bool:
         """Queue ``feed.refresh.requested`` unless this window already asked; True if queued."""
         now = time.time() if now is None else now
         msg_id = self.coalescer.should_request(user_id, now)
-        if msg_id is None or self.publisher is None:
+        if msg_id is None:
             return False
         event = events_pb2.FeedRefreshRequested(user_id=user_id, reason=reason, requested_at=now)
         try:
@@ -168,11 +166,11 @@ class FeedServicer(rpc.FeedServicer):
         number = await self.store.put_version(request.user_id, items, generated)
         self.versions.announce(request.user_id, number)
         self.versions.keep(request.user_id, FeedVersion(request.user_id, number, generated, items))
-        if self.nats is not None:
-            await self.nats.publish(
-                contract.feed_changed(request.user_id), changed_payload(self.instance_id, number)
-            )
-            await self.nats.flush(timeout=2)
+        await self.bus.broadcast(
+            contract.feed_changed(request.user_id),
+            changed_payload(self.instance_id, number),
+            confirm=True,
+        )
         return pb.PutFeedResponse(version=number)
 
     async def RequestRefresh(
@@ -185,46 +183,42 @@ class FeedServicer(rpc.FeedServicer):
         )
 
 
+class InteractionBursts:
+    """Consumer of interactions: a burst of one user's interactions asks for a refresh."""
+
+    def __init__(self, bursts: BurstCounter, feeds: FeedServicer) -> None:
+        self.bursts = bursts
+        self.feeds = feeds
+
+    async def __call__(self, delivery: Delivery) -> None:
+        event = events_pb2.Interaction.FromString(delivery.data)
+        if self.bursts.add(event.user_id):
+            self.feeds.request_refresh(event.user_id, "interactions")
+
+
 def create_service(settings: ServiceSettings) -> Service:
     """Composition root: database, cold-start source, coalescer, publisher, consumer."""
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
     service.add_streams(*contract.streams(cfg.refresh_window))
-    engine = open_engine(cfg.database(service.name))
-    store = FeedStore(engine)
-    cold = ColdStart(store)
+    store = FeedStore(service.add_database(cfg.database(service.name), MIGRATIONS))
+    cold = ColdStart(store, service.client("catalog", CatalogClient))
     servicer = FeedServicer(
-        store, cold, RefreshCoalescer(cfg.refresh_window), instance_id=cfg.instance_id
+        store,
+        cold,
+        RefreshCoalescer(cfg.refresh_window),
+        service.publisher,
+        service.bus,
+        instance_id=cfg.instance_id,
     )
     service.add_grpc(rpc.add_FeedServicer_to_server, servicer, PROTO_NAME)
-    bursts = BurstCounter(cfg.interaction_burst)
-
-    @service.consume(
+    service.subscribe(f"{contract.FEED_CHANGED_PREFIX}.*", servicer.on_changed)
+    service.on_reconnect(servicer.forget_versions)
+    service.add_consumer(
+        InteractionBursts(BurstCounter(cfg.interaction_burst), servicer),
         stream=contract.INTERACTIONS_STREAM,
         durable="feed-interactions",
         subject=f"{contract.INTERACTION_PREFIX}.*",
         deliver_new=True,
     )
-    async def on_interaction(delivery: Delivery) -> None:
-        event = events_pb2.Interaction.FromString(delivery.data)
-        if bursts.add(event.user_id):
-            servicer.request_refresh(event.user_id, "interactions")
-
-    @service.on_start
-    async def prepare(svc: Service) -> None:
-        await store.migrate()
-        servicer.publisher = svc.publisher
-        servicer.nats = svc.nats
-        assert svc.nats is not None
-        await svc.nats.subscribe(f"{contract.FEED_CHANGED_PREFIX}.*", cb=servicer.on_changed)
-        cold.catalog = await svc.client("catalog", catalog_pb2_grpc.CatalogStub)
-
-    @service.on_reconnect
-    async def forget_cached_versions(_: Service) -> None:
-        servicer.versions.clear()
-
-    @service.on_stop
-    async def close_database(_: Service) -> None:
-        await engine.dispose()
-
     return service

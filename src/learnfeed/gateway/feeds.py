@@ -14,16 +14,23 @@ Cold-start feeds (version 0) are never kept: their reads go to the feed service.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from nats.aio.msg import Msg
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
 
-from cellwork import Client
 from cellwork.observability import get_logger
 from learnfeed import contract
 from learnfeed.freshness import CurrentVersions, RefreshCoalescer, is_stale, parse_changed
-from learnfeed.v1 import feed_pb2, feed_pb2_grpc
+from learnfeed.gateway.cursors import decode_cursor, encode_cursor
+from learnfeed.gateway.items import Items
+from learnfeed.gateway.render import JSON, scored
+from learnfeed.v1 import feed_pb2
+from learnfeed.v1.feed_client import FeedClient
 
 WHOLE = 100  # GetFeed's largest page: versions up to this size are kept whole
 MAX_ASKING = 1000  # refresh requests in flight at once; more wait for the next window
@@ -45,18 +52,24 @@ class FeedSlice:
 class FeedReader:
     """Reads feeds through the feed service, keeping current versions when ``keep``."""
 
-    def __init__(self, refresh_window: float, keep: bool, ttl: float = 30.0) -> None:
+    def __init__(
+        self, feed: FeedClient, refresh_window: float, keep: bool, ttl: float = 30.0
+    ) -> None:
+        self.feed = feed
         self.window = refresh_window
         self.keep = keep
-        self.feed: Client[feed_pb2_grpc.FeedStub] | None = None
         self.versions: CurrentVersions[FeedSlice] = CurrentVersions(ttl=ttl)
         self.coalescer = RefreshCoalescer(refresh_window)
         self._asking: set[asyncio.Task[None]] = set()
 
-    async def on_changed(self, msg: Msg) -> None:
+    async def on_changed(self, subject: str, data: bytes) -> None:
         """A feed instance stored a new version: older copies stop being served."""
-        user_id = contract.user_of(msg.subject, contract.FEED_CHANGED_PREFIX)
-        self.versions.announce(user_id, parse_changed(msg.data)[1])
+        user_id = contract.user_of(subject, contract.FEED_CHANGED_PREFIX)
+        self.versions.announce(user_id, parse_changed(data)[1])
+
+    async def forget_versions(self) -> None:
+        """After a NATS reconnect announcements may have been missed: drop every copy."""
+        self.versions.clear()
 
     async def page(self, user_id: str, offset: int, limit: int) -> FeedSlice:
         now = time.time()
@@ -71,14 +84,11 @@ class FeedReader:
                 kept.entries[offset : offset + limit],
                 kept.total,
             )
-        assert self.feed is not None
         whole = self.keep and offset + limit <= WHOLE
-        reply = await self.feed.call(
-            "GetFeed",
+        reply = await self.feed.get_feed(
             feed_pb2.GetFeedRequest(
                 user_id=user_id, offset=0 if whole else offset, limit=WHOLE if whole else limit
-            ),
-            idempotent=True,
+            )
         )
         # The feed service asked for a refresh for this read; this window is covered.
         self.coalescer.should_request(user_id, now)
@@ -93,19 +103,16 @@ class FeedReader:
         return FeedSlice(reply.version, reply.generated_at, reply.stale, entries, reply.total)
 
     def _ask_refresh(self, user_id: str) -> None:
-        if len(self._asking) >= MAX_ASKING or self.feed is None:
+        if len(self._asking) >= MAX_ASKING:
             return
-        task = asyncio.create_task(self._request_refresh(self.feed, user_id))
+        task = asyncio.create_task(self._request_refresh(user_id))
         self._asking.add(task)
         task.add_done_callback(self._asking.discard)
 
-    async def _request_refresh(self, feed: Client[feed_pb2_grpc.FeedStub], user_id: str) -> None:
+    async def _request_refresh(self, user_id: str) -> None:
         try:
-            await feed.call(
-                "RequestRefresh",
-                feed_pb2.RequestRefreshRequest(user_id=user_id, reason="read"),
-                timeout=2.0,
-                idempotent=True,
+            await self.feed.request_refresh(
+                feed_pb2.RequestRefreshRequest(user_id=user_id, reason="read"), timeout=2.0
             )
         except Exception as exc:  # the next window asks again
             _log.warning("gateway.refresh_request_failed", error=str(exc))
@@ -117,3 +124,44 @@ class FeedReader:
         for task in list(self._asking):
             task.cancel()
         await asyncio.gather(*self._asking, return_exceptions=True)
+
+
+class FeedPages:
+    """Enriched pages of a user's feed: the reader's entries with the items rendered."""
+
+    def __init__(self, reader: FeedReader, items: Items) -> None:
+        self.reader = reader
+        self.items = items
+
+    async def page(self, user_id: str, offset: int, limit: int) -> tuple[dict[str, Any], str]:
+        """One enriched page of the user's feed, and its entity tag."""
+        page = await self.reader.page(user_id, offset, limit)
+        found = await self.items.get([item_id for item_id, _ in page.entries])
+        # An item gone from the catalog since the feed was ranked is left out.
+        kept = [(item_id, score) for item_id, score in page.entries if item_id in found]
+        rendered = [scored(found[item_id], score) for item_id, score in kept]
+        ids = ",".join(item_id for item_id, _ in kept)
+        tag = hashlib.blake2b(
+            f"{user_id}|{page.version}|{offset}|{limit}|{ids}".encode(), digest_size=8
+        ).hexdigest()
+        end = offset + len(page.entries)
+        body = {
+            "user_id": user_id,
+            "version": page.version,
+            "generated_at": page.generated_at,
+            "stale": page.stale,
+            "items": rendered,
+            "next_cursor": encode_cursor(page.version, end) if end < page.total else None,
+        }
+        return body, f'"{tag}"'
+
+    async def response(
+        self, request: Request, user: str, limit: int, cursor: str | None
+    ) -> Response:
+        """The answer to GET /v1/feed: a page with its ETag, or 304 when it matches."""
+        offset = decode_cursor(cursor) if cursor else 0
+        body, etag = await self.page(user, offset, limit)
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(orjson.dumps(body), headers=headers, media_type=JSON)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from learnfeed.contract import EMAIL_PATTERN, InteractionKind
+from learnfeed.gateway.cursors import CURSOR_PATTERN
 
 
 class _Strict(BaseModel):
@@ -103,3 +104,10 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class FeedQuery(BaseModel):
+    """GET /v1/feed's query; the same model documents the route and validates it."""
+
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = Field(None, max_length=20, pattern=CURSOR_PATTERN)

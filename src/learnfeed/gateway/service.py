@@ -2,40 +2,72 @@
 
 from __future__ import annotations
 
-from cellwork import Service, ServiceSettings
+from collections.abc import Mapping
+
+from cellwork import Client, Service, ServiceSettings
+from cellwork.gateway import TokenBucketLimiter
 from learnfeed import contract
-from learnfeed.gateway.app import Gateway, build_app
+from learnfeed.gateway.access import Access
+from learnfeed.gateway.app import build_app
+from learnfeed.gateway.feeds import FeedPages, FeedReader
+from learnfeed.gateway.items import Items
+from learnfeed.gateway.routes.auth import AuthRoutes
+from learnfeed.gateway.routes.feed import FeedRoutes
+from learnfeed.gateway.routes.follows import FollowRoutes
+from learnfeed.gateway.routes.home import HomeRoutes
+from learnfeed.gateway.routes.interactions import InteractionRoutes
 from learnfeed.settings import LearnfeedSettings
-from learnfeed.v1 import catalog_pb2_grpc, feed_pb2_grpc, identity_pb2_grpc
+from learnfeed.v1.catalog_client import CatalogClient
+from learnfeed.v1.feed_client import FeedClient
+from learnfeed.v1.identity_client import IdentityClient
 
 SERVICE_NAME = "gateway"
+
+
+class Upstreams:
+    """Readiness: which upstream services have at least one serving instance."""
+
+    def __init__(self, **clients: Client[object]) -> None:
+        self.clients = clients
+
+    def __call__(self) -> Mapping[str, bool]:
+        return {name: client.has_endpoints() for name, client in self.clients.items()}
 
 
 def create_service(settings: ServiceSettings) -> Service:
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
     service.add_streams(*contract.streams(cfg.refresh_window))
-    gateway = Gateway(cfg, cfg.jwt())
-    service.add_http(build_app(gateway), cfg.gateway_port)
+    identity = service.client("identity", IdentityClient)
+    catalog = service.client("catalog", CatalogClient)
+    feed = service.client("feed", FeedClient)
 
-    @service.on_start
-    async def connect(svc: Service) -> None:
-        gateway.up.identity = await svc.client("identity", identity_pb2_grpc.IdentityStub)
-        gateway.up.catalog = await svc.client("catalog", catalog_pb2_grpc.CatalogStub)
-        gateway.up.feed = await svc.client("feed", feed_pb2_grpc.FeedStub)
-        gateway.feeds.feed = gateway.up.feed
-        assert svc.nats is not None
-        await svc.nats.subscribe(f"{contract.FEED_CHANGED_PREFIX}.*", cb=gateway.feeds.on_changed)
-        assert svc.publisher is not None
-        gateway.up.publisher = svc.publisher
-
-    @service.on_reconnect
-    async def forget_feed_versions(_: Service) -> None:
-        gateway.feeds.versions.clear()
-
-    @service.on_stop
-    async def finish_refresh_requests(_: Service) -> None:
-        await gateway.feeds.close()
-        await gateway.items.close()
-
+    items = Items(catalog, cfg.catalog_cache_ttl, cfg.redis_url)
+    reader = FeedReader(feed, cfg.refresh_window, keep=cfg.gateway_feed_cache)
+    pages = FeedPages(reader, items)
+    access = Access(
+        cfg.jwt(),
+        per_user=TokenBucketLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst),
+        per_client=TokenBucketLimiter(cfg.auth_rate_limit_rps, cfg.auth_rate_limit_burst),
+    )
+    feed_routes = FeedRoutes(pages, items, access)
+    app = build_app(
+        access,
+        [
+            AuthRoutes(identity),
+            feed_routes,
+            HomeRoutes(identity, pages, cfg.part_deadline),
+            InteractionRoutes(items, service.publisher),
+            FollowRoutes(identity, catalog, feed),
+        ],
+        [feed_routes.serving_route()],
+        Upstreams(identity=identity, catalog=catalog, feed=feed),
+        max_body_bytes=cfg.max_body_bytes,
+        request_timeout=cfg.call_timeout,
+    )
+    service.add_http(app, cfg.gateway_port)
+    service.subscribe(f"{contract.FEED_CHANGED_PREFIX}.*", reader.on_changed)
+    service.on_reconnect(reader.forget_versions)
+    service.on_stop(reader.close)  # refresh requests still in flight
+    service.on_stop(items.close)
     return service

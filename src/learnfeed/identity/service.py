@@ -12,10 +12,9 @@ from typing import Any, TypeVar
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from cellwork import Service, ServiceSettings, Unauthenticated
-from cellwork.data import open_engine
 from cellwork.gateway import JwtCodec
 from learnfeed.identity import domain
-from learnfeed.identity.store import IdentityStore, User
+from learnfeed.identity.store import MIGRATIONS, IdentityStore, User
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import identity_pb2 as pb
 from learnfeed.v1 import identity_pb2_grpc as rpc
@@ -42,7 +41,8 @@ class IdentityServicer(rpc.IdentityServicer):
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._hashing, fn, *args)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop the hashing threads (after in-flight calls have finished)."""
         self._hashing.shutdown(wait=False, cancel_futures=True)
 
     async def _tokens(self, user_id: str, family: str | None = None) -> pb.TokenPair:
@@ -132,18 +132,8 @@ def create_service(settings: ServiceSettings) -> Service:
     """Composition root: the database, the token codec, the servicer."""
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
-    engine = open_engine(cfg.database(service.name))
-    store = IdentityStore(engine)
-    servicer = IdentityServicer(store, cfg.jwt(), cfg.refresh_token_ttl)
+    engine = service.add_database(cfg.database(service.name), MIGRATIONS)
+    servicer = IdentityServicer(IdentityStore(engine), cfg.jwt(), cfg.refresh_token_ttl)
     service.add_grpc(rpc.add_IdentityServicer_to_server, servicer, PROTO_NAME)
-
-    @service.on_start
-    async def migrate(_: Service) -> None:
-        await store.migrate()
-
-    @service.on_stop
-    async def close_database(_: Service) -> None:
-        servicer.close()
-        await engine.dispose()
-
+    service.on_stop(servicer.close)
     return service

@@ -1,17 +1,15 @@
-"""The hub: per-user sockets, and one NATS subscription per user connected here."""
+"""The hub: per-user sockets, and one subscription to ``feed.ready.<user>`` per user
+connected here (core NATS fan-out through the service's bus)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Protocol
 
 import orjson
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from prometheus_client import Counter, Gauge
 
+from cellwork.events import Fanout, Subscription
 from cellwork.observability import get_logger
 from learnfeed import contract
 from learnfeed.v1 import events_pb2
@@ -28,10 +26,10 @@ class Socket(Protocol):
 
 
 class Hub:
-    """Routes ``feed.ready.<user>`` from NATS to that user's open sockets on this instance."""
+    """Routes ``feed.ready.<user>`` to that user's open sockets on this instance."""
 
-    def __init__(self, nats: NatsClient, max_per_user: int = 8, max_sockets: int = 20_000) -> None:
-        self.nats = nats
+    def __init__(self, bus: Fanout, max_per_user: int = 8, max_sockets: int = 20_000) -> None:
+        self.bus = bus
         self.max_per_user = max_per_user
         self.max_sockets = max_sockets
         self.open = 0
@@ -50,12 +48,15 @@ class Hub:
         async with self._lock:
             if user_id not in self.sockets:
                 # Subscribe first: a failed subscription must leave nothing half-joined.
-                self._subs[user_id] = await self.nats.subscribe(
-                    contract.feed_ready(user_id), cb=self._on_ready
-                )
-                # The server knows of the interest before the socket counts as joined:
-                # a feed.ready published right after is not lost.
-                await self.nats.flush(timeout=2)
+                subscription = self.bus.subscribe(contract.feed_ready(user_id), self._on_ready)
+                try:
+                    # The server knows of the interest before the socket counts as joined:
+                    # a feed.ready published right after is not lost.
+                    await subscription.confirmed()
+                except BaseException:
+                    await subscription.unsubscribe()
+                    raise
+                self._subs[user_id] = subscription
                 self.sockets[user_id] = set()
             self.sockets[user_id].add(socket)
             self.open += 1
@@ -70,18 +71,22 @@ class Hub:
             self.open -= 1
             if not group:
                 del self.sockets[user_id]
-                sub = self._subs.pop(user_id, None)
-                if sub is not None:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                subscription = self._subs.pop(user_id, None)
+                if subscription is not None:
+                    await subscription.unsubscribe()
         CONNECTIONS.dec()
 
-    async def _on_ready(self, msg: Msg) -> None:
-        user_id = contract.user_of(msg.subject, contract.FEED_READY_PREFIX)
+    @property
+    def ready(self) -> bool:
+        """True while connected to NATS (sockets can be told)."""
+        return self.bus.connected
+
+    async def _on_ready(self, subject: str, data: bytes) -> None:
         try:
-            event = events_pb2.FeedReady.FromString(msg.data)
+            user_id = contract.user_of(subject, contract.FEED_READY_PREFIX)
+            event = events_pb2.FeedReady.FromString(data)
         except Exception:
-            _log.warning("push.bad_event", subject=msg.subject)
+            _log.warning("push.bad_event", subject=subject)
             return
         frame = orjson.dumps({"type": "feed.ready", "version": event.version}).decode()
         targets = list(self.sockets.get(user_id, ()))

@@ -55,8 +55,8 @@ def reply_to(message: Any) -> dict[str, Any]:
     return {"type": "error", "code": "unknown_type", "message": f"unknown type {kind!r}"}
 
 
-def build_app(hub_ref: list[Hub], jwt: JwtCodec, idle_timeout: float) -> Starlette:
-    """The push app; ``hub_ref`` holds the hub once NATS is connected."""
+def build_app(hub: Hub, jwt: JwtCodec, idle_timeout: float) -> Starlette:
+    """The push app: ``/v1/stream`` and the probes."""
 
     async def stream(ws: WebSocket) -> None:
         try:
@@ -65,10 +65,6 @@ def build_app(hub_ref: list[Hub], jwt: JwtCodec, idle_timeout: float) -> Starlet
             _log.info("push.refused", reason=exc.message)
             await ws.close(code=POLICY_VIOLATION)  # before accept: the handshake gets 403
             return
-        if not hub_ref:
-            await ws.close(code=1013)
-            return
-        hub = hub_ref[0]
         if not hub.has_room(claims.sub):
             # Refused at the handshake (HTTP 403): too many sockets for this user, or here.
             _log.info("push.refused", reason="socket limit")
@@ -118,7 +114,7 @@ def build_app(hub_ref: list[Hub], jwt: JwtCodec, idle_timeout: float) -> Starlet
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     async def readyz(_: Request) -> Response:
-        ready = bool(hub_ref) and hub_ref[0].nats.is_connected
+        ready = hub.ready
         return Response(
             orjson.dumps({"ready": ready}), 200 if ready else 503, media_type="application/json"
         )
@@ -137,16 +133,10 @@ def build_app(hub_ref: list[Hub], jwt: JwtCodec, idle_timeout: float) -> Starlet
 
 
 def create_service(settings: ServiceSettings) -> Service:
-    """Composition root: the hub on the service's NATS connection, the app on its port."""
+    """Composition root: the hub on the service's fan-out, the app on its port."""
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
-    hub_ref: list[Hub] = []
-    app = build_app(hub_ref, cfg.jwt(), cfg.push_idle_timeout)
+    hub = Hub(service.bus, cfg.push_max_sockets_per_user, cfg.push_max_sockets)
+    app = build_app(hub, cfg.jwt(), cfg.push_idle_timeout)
     service.add_http(app, cfg.push_port, ws_max_size=cfg.max_body_bytes)
-
-    @service.on_start
-    async def connect_hub(svc: Service) -> None:
-        assert svc.nats is not None
-        hub_ref.append(Hub(svc.nats, cfg.push_max_sockets_per_user, cfg.push_max_sockets))
-
     return service

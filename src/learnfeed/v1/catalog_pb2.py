@@ -24,13 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alearnfeed/v1/catalog.proto\x12\x0clearnfeed.v1\"\x98\x01\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x13\n\x0b\x65\x64ucator_id\x18\x05 \x01(\t\x12\x15\n\reducator_name\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\x08 \x01(\x05\"3\n\x08\x45\x64ucator\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\"\x1e\n\x0fGetItemsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\";\n\x08ItemList\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.learnfeed.v1.Item\x12\x0c\n\x04next\x18\x02 \x01(\t\"\"\n\x13GetEducatorsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"9\n\x0c\x45\x64ucatorList\x12)\n\teducators\x18\x01 \x03(\x0b\x32\x16.learnfeed.v1.Educator\"0\n\x10ListItemsRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\"\n\x11ListRecentRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x32\xa7\x02\n\x07\x43\x61talog\x12\x41\n\x08GetItems\x12\x1d.learnfeed.v1.GetItemsRequest\x1a\x16.learnfeed.v1.ItemList\x12M\n\x0cGetEducators\x12!.learnfeed.v1.GetEducatorsRequest\x1a\x1a.learnfeed.v1.EducatorList\x12\x43\n\tListItems\x12\x1e.learnfeed.v1.ListItemsRequest\x1a\x16.learnfeed.v1.ItemList\x12\x45\n\nListRecent\x12\x1f.learnfeed.v1.ListRecentRequest\x1a\x16.learnfeed.v1.ItemListb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alearnfeed/v1/catalog.proto\x12\x0clearnfeed.v1\"\x98\x01\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x13\n\x0b\x65\x64ucator_id\x18\x05 \x01(\t\x12\x15\n\reducator_name\x18\x06 \x01(\t\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\x08 \x01(\x05\"3\n\x08\x45\x64ucator\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\"\x1e\n\x0fGetItemsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\";\n\x08ItemList\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.learnfeed.v1.Item\x12\x0c\n\x04next\x18\x02 \x01(\t\"\"\n\x13GetEducatorsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"9\n\x0c\x45\x64ucatorList\x12)\n\teducators\x18\x01 \x03(\x0b\x32\x16.learnfeed.v1.Educator\"0\n\x10ListItemsRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\"\n\x11ListRecentRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x32\xbb\x02\n\x07\x43\x61talog\x12\x46\n\x08GetItems\x12\x1d.learnfeed.v1.GetItemsRequest\x1a\x16.learnfeed.v1.ItemList\"\x03\x90\x02\x01\x12R\n\x0cGetEducators\x12!.learnfeed.v1.GetEducatorsRequest\x1a\x1a.learnfeed.v1.EducatorList\"\x03\x90\x02\x01\x12H\n\tListItems\x12\x1e.learnfeed.v1.ListItemsRequest\x1a\x16.learnfeed.v1.ItemList\"\x03\x90\x02\x01\x12J\n\nListRecent\x12\x1f.learnfeed.v1.ListRecentRequest\x1a\x16.learnfeed.v1.ItemList\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'learnfeed.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CATALOG'].methods_by_name['GetItems']._loaded_options = None
+  _globals['_CATALOG'].methods_by_name['GetItems']._serialized_options = b'\220\002\001'
+  _globals['_CATALOG'].methods_by_name['GetEducators']._loaded_options = None
+  _globals['_CATALOG'].methods_by_name['GetEducators']._serialized_options = b'\220\002\001'
+  _globals['_CATALOG'].methods_by_name['ListItems']._loaded_options = None
+  _globals['_CATALOG'].methods_by_name['ListItems']._serialized_options = b'\220\002\001'
+  _globals['_CATALOG'].methods_by_name['ListRecent']._loaded_options = None
+  _globals['_CATALOG'].methods_by_name['ListRecent']._serialized_options = b'\220\002\001'
   _globals['_ITEM']._serialized_start=45
   _globals['_ITEM']._serialized_end=197
   _globals['_EDUCATOR']._serialized_start=199
@@ -48,5 +56,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTRECENTREQUEST']._serialized_start=490
   _globals['_LISTRECENTREQUEST']._serialized_end=524
   _globals['_CATALOG']._serialized_start=527
-  _globals['_CATALOG']._serialized_end=822
+  _globals['_CATALOG']._serialized_end=842
 # @@protoc_insertion_point(module_scope)

@@ -24,13 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17learnfeed/v1/feed.proto\x12\x0clearnfeed.v1\"*\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"@\n\x0eGetFeedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x87\x01\n\x08\x46\x65\x65\x64Page\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x01\x12\r\n\x05stale\x18\x04 \x01(\x08\x12%\n\x05items\x18\x05 \x03(\x0b\x32\x16.learnfeed.v1.FeedItem\x12\r\n\x05total\x18\x06 \x01(\x05\"^\n\x0ePutFeedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.learnfeed.v1.FeedItem\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x01\"\"\n\x0fPutFeedResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"8\n\x15RequestRefreshRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"+\n\x16RequestRefreshResponse\x12\x11\n\trequested\x18\x01 \x01(\x08\x32\xec\x01\n\x04\x46\x65\x65\x64\x12?\n\x07GetFeed\x12\x1c.learnfeed.v1.GetFeedRequest\x1a\x16.learnfeed.v1.FeedPage\x12\x46\n\x07PutFeed\x12\x1c.learnfeed.v1.PutFeedRequest\x1a\x1d.learnfeed.v1.PutFeedResponse\x12[\n\x0eRequestRefresh\x12#.learnfeed.v1.RequestRefreshRequest\x1a$.learnfeed.v1.RequestRefreshResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17learnfeed/v1/feed.proto\x12\x0clearnfeed.v1\"*\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"@\n\x0eGetFeedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x87\x01\n\x08\x46\x65\x65\x64Page\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x01\x12\r\n\x05stale\x18\x04 \x01(\x08\x12%\n\x05items\x18\x05 \x03(\x0b\x32\x16.learnfeed.v1.FeedItem\x12\r\n\x05total\x18\x06 \x01(\x05\"^\n\x0ePutFeedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.learnfeed.v1.FeedItem\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x01\"\"\n\x0fPutFeedResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"8\n\x15RequestRefreshRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"+\n\x16RequestRefreshResponse\x12\x11\n\trequested\x18\x01 \x01(\x08\x32\xf6\x01\n\x04\x46\x65\x65\x64\x12\x44\n\x07GetFeed\x12\x1c.learnfeed.v1.GetFeedRequest\x1a\x16.learnfeed.v1.FeedPage\"\x03\x90\x02\x02\x12\x46\n\x07PutFeed\x12\x1c.learnfeed.v1.PutFeedRequest\x1a\x1d.learnfeed.v1.PutFeedResponse\x12`\n\x0eRequestRefresh\x12#.learnfeed.v1.RequestRefreshRequest\x1a$.learnfeed.v1.RequestRefreshResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'learnfeed.v1.feed_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FEED'].methods_by_name['GetFeed']._loaded_options = None
+  _globals['_FEED'].methods_by_name['GetFeed']._serialized_options = b'\220\002\002'
+  _globals['_FEED'].methods_by_name['RequestRefresh']._loaded_options = None
+  _globals['_FEED'].methods_by_name['RequestRefresh']._serialized_options = b'\220\002\002'
   _globals['_FEEDITEM']._serialized_start=41
   _globals['_FEEDITEM']._serialized_end=83
   _globals['_GETFEEDREQUEST']._serialized_start=85
@@ -46,5 +50,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQUESTREFRESHRESPONSE']._serialized_start=479
   _globals['_REQUESTREFRESHRESPONSE']._serialized_end=522
   _globals['_FEED']._serialized_start=525
-  _globals['_FEED']._serialized_end=761
+  _globals['_FEED']._serialized_end=771
 # @@protoc_insertion_point(module_scope)

@@ -24,13 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blearnfeed/v1/identity.proto\x12\x0clearnfeed.v1\">\n\rSignUpRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"]\n\tTokenPair\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\"$\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"d\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x17\n\x0f\x66ollowing_count\x18\x05 \x01(\x05\"5\n\rFollowRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65\x64ucator_id\x18\x02 \x01(\t\"!\n\x0e\x46ollowResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\"%\n\x12ListFollowsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"+\n\x13ListFollowsResponse\x12\x14\n\x0c\x65\x64ucator_ids\x18\x01 \x03(\t2\xf0\x03\n\x08Identity\x12>\n\x06SignUp\x12\x1b.learnfeed.v1.SignUpRequest\x1a\x17.learnfeed.v1.TokenPair\x12<\n\x05Login\x12\x1a.learnfeed.v1.LoginRequest\x1a\x17.learnfeed.v1.TokenPair\x12@\n\x07Refresh\x12\x1c.learnfeed.v1.RefreshRequest\x1a\x17.learnfeed.v1.TokenPair\x12\x44\n\nGetProfile\x12\x1f.learnfeed.v1.GetProfileRequest\x1a\x15.learnfeed.v1.Profile\x12\x43\n\x06\x46ollow\x12\x1b.learnfeed.v1.FollowRequest\x1a\x1c.learnfeed.v1.FollowResponse\x12\x45\n\x08Unfollow\x12\x1b.learnfeed.v1.FollowRequest\x1a\x1c.learnfeed.v1.FollowResponse\x12R\n\x0bListFollows\x12 .learnfeed.v1.ListFollowsRequest\x1a!.learnfeed.v1.ListFollowsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blearnfeed/v1/identity.proto\x12\x0clearnfeed.v1\">\n\rSignUpRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"]\n\tTokenPair\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\"$\n\x11GetProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"d\n\x07Profile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x17\n\x0f\x66ollowing_count\x18\x05 \x01(\x05\"5\n\rFollowRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65\x64ucator_id\x18\x02 \x01(\t\"!\n\x0e\x46ollowResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\"%\n\x12ListFollowsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"+\n\x13ListFollowsResponse\x12\x14\n\x0c\x65\x64ucator_ids\x18\x01 \x03(\t2\xfa\x03\n\x08Identity\x12>\n\x06SignUp\x12\x1b.learnfeed.v1.SignUpRequest\x1a\x17.learnfeed.v1.TokenPair\x12<\n\x05Login\x12\x1a.learnfeed.v1.LoginRequest\x1a\x17.learnfeed.v1.TokenPair\x12@\n\x07Refresh\x12\x1c.learnfeed.v1.RefreshRequest\x1a\x17.learnfeed.v1.TokenPair\x12I\n\nGetProfile\x12\x1f.learnfeed.v1.GetProfileRequest\x1a\x15.learnfeed.v1.Profile\"\x03\x90\x02\x01\x12\x43\n\x06\x46ollow\x12\x1b.learnfeed.v1.FollowRequest\x1a\x1c.learnfeed.v1.FollowResponse\x12\x45\n\x08Unfollow\x12\x1b.learnfeed.v1.FollowRequest\x1a\x1c.learnfeed.v1.FollowResponse\x12W\n\x0bListFollows\x12 .learnfeed.v1.ListFollowsRequest\x1a!.learnfeed.v1.ListFollowsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'learnfeed.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_IDENTITY'].methods_by_name['GetProfile']._loaded_options = None
+  _globals['_IDENTITY'].methods_by_name['GetProfile']._serialized_options = b'\220\002\001'
+  _globals['_IDENTITY'].methods_by_name['ListFollows']._loaded_options = None
+  _globals['_IDENTITY'].methods_by_name['ListFollows']._serialized_options = b'\220\002\001'
   _globals['_SIGNUPREQUEST']._serialized_start=45
   _globals['_SIGNUPREQUEST']._serialized_end=107
   _globals['_LOGINREQUEST']._serialized_start=109
@@ -52,5 +56,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTFOLLOWSRESPONSE']._serialized_start=563
   _globals['_LISTFOLLOWSRESPONSE']._serialized_end=606
   _globals['_IDENTITY']._serialized_start=609
-  _globals['_IDENTITY']._serialized_end=1105
+  _globals['_IDENTITY']._serialized_end=1115
 # @@protoc_insertion_point(module_scope)

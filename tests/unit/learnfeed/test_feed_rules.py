@@ -16,7 +16,7 @@ from learnfeed.freshness import (
     refresh_id,
     window_of,
 )
-from learnfeed.gateway.app import decode_cursor, encode_cursor
+from learnfeed.gateway.cursors import decode_cursor, encode_cursor
 from learnfeed.identity import domain as identity
 
 

@@ -24,13 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63\x65llwork/testing/v1/echo.proto\x12\x13\x63\x65llwork.testing.v1\"0\n\x0b\x45\x63hoRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\"\x89\x01\n\x0c\x45\x63hoResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x1d\n\x15\x64\x65\x61\x64line_remaining_ms\x18\x03 \x01(\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x06 \x01(\t\"P\n\x0cRelayRequest\x12\x0f\n\x07wait_ms\x18\x01 \x01(\r\x12/\n\x05inner\x18\x02 \x01(\x0b\x32 .cellwork.testing.v1.EchoRequest2\xef\x01\n\x04\x45\x63ho\x12K\n\x04\x45\x63ho\x12 .cellwork.testing.v1.EchoRequest\x1a!.cellwork.testing.v1.EchoResponse\x12M\n\x05Relay\x12!.cellwork.testing.v1.RelayRequest\x1a!.cellwork.testing.v1.EchoResponse\x12K\n\x04\x46\x61il\x12 .cellwork.testing.v1.EchoRequest\x1a!.cellwork.testing.v1.EchoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63\x65llwork/testing/v1/echo.proto\x12\x13\x63\x65llwork.testing.v1\"0\n\x0b\x45\x63hoRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\"\x89\x01\n\x0c\x45\x63hoResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x1d\n\x15\x64\x65\x61\x64line_remaining_ms\x18\x03 \x01(\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x06 \x01(\t\"P\n\x0cRelayRequest\x12\x0f\n\x07wait_ms\x18\x01 \x01(\r\x12/\n\x05inner\x18\x02 \x01(\x0b\x32 .cellwork.testing.v1.EchoRequest2\xf9\x01\n\x04\x45\x63ho\x12P\n\x04\x45\x63ho\x12 .cellwork.testing.v1.EchoRequest\x1a!.cellwork.testing.v1.EchoResponse\"\x03\x90\x02\x01\x12R\n\x05Relay\x12!.cellwork.testing.v1.RelayRequest\x1a!.cellwork.testing.v1.EchoResponse\"\x03\x90\x02\x01\x12K\n\x04\x46\x61il\x12 .cellwork.testing.v1.EchoRequest\x1a!.cellwork.testing.v1.EchoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cellwork.testing.v1.echo_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ECHO'].methods_by_name['Echo']._loaded_options = None
+  _globals['_ECHO'].methods_by_name['Echo']._serialized_options = b'\220\002\001'
+  _globals['_ECHO'].methods_by_name['Relay']._loaded_options = None
+  _globals['_ECHO'].methods_by_name['Relay']._serialized_options = b'\220\002\001'
   _globals['_ECHOREQUEST']._serialized_start=55
   _globals['_ECHOREQUEST']._serialized_end=103
   _globals['_ECHORESPONSE']._serialized_start=106
@@ -38,5 +42,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELAYREQUEST']._serialized_start=245
   _globals['_RELAYREQUEST']._serialized_end=325
   _globals['_ECHO']._serialized_start=328
-  _globals['_ECHO']._serialized_end=567
+  _globals['_ECHO']._serialized_end=577
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,136 @@
+"""What the recommender consumes (refresh requests, interactions) and publishes
+(``feed.ready``, and the periodic pass's refresh requests).
+
+Every instance fetches from the same durable consumers, so the instances form one
+consumer group: each refresh request is ranked by one of them. A refresh is acked
+only after the new version is stored and ``feed.ready`` is acknowledged by the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from cellwork import NotFound
+from cellwork.events import Delivery, Publisher
+from cellwork.observability import get_logger
+from learnfeed import contract
+from learnfeed.recommender.domain import KIND_WEIGHT
+from learnfeed.recommender.ranker import Ranker
+from learnfeed.recommender.store import RecommenderStore
+from learnfeed.v1 import events_pb2, feed_pb2, identity_pb2
+from learnfeed.v1.feed_client import FeedClient
+from learnfeed.v1.identity_client import IdentityClient
+
+INDEX_WAIT = 10.0  # seconds a refresh waits for the catalog index before it is retried
+
+_log = get_logger("learnfeed.recommender")
+
+
+class RefreshRanker:
+    """Consumer of ``feed.refresh.requested``: rank, store through feed, announce."""
+
+    def __init__(
+        self,
+        ranker: Ranker,
+        identity: IdentityClient,
+        feed: FeedClient,
+        publisher: Publisher,
+        store: RecommenderStore,
+    ) -> None:
+        self.ranker = ranker
+        self.identity = identity
+        self.feed = feed
+        self.publisher = publisher
+        self.store = store
+
+    async def __call__(self, delivery: Delivery) -> None:
+        event = events_pb2.FeedRefreshRequested.FromString(delivery.data)
+        await asyncio.wait_for(self.ranker.ready.wait(), timeout=INDEX_WAIT)
+        try:
+            follows = await self.identity.list_follows(
+                identity_pb2.ListFollowsRequest(user_id=event.user_id), timeout=2.0
+            )
+            followed = list(follows.educator_ids)
+        except NotFound:
+            followed = []
+        items = await self.ranker.rank_user(followed, event.user_id)
+        stored = await self.feed.put_feed(
+            feed_pb2.PutFeedRequest(
+                user_id=event.user_id,
+                items=[feed_pb2.FeedItem(item_id=i, score=s) for i, s in items],
+                generated_at=time.time(),
+            ),
+            timeout=2.0,
+        )
+        ready = events_pb2.FeedReady(
+            user_id=event.user_id,
+            version=stored.version,
+            generated_at=time.time(),
+            requested_at=event.requested_at,
+        )
+        await self.publisher.publish(
+            contract.feed_ready(event.user_id),
+            ready.SerializeToString(),
+            msg_id=f"ready.{event.user_id}.{stored.version}",
+        )
+        await self.store.mark_ranked(event.user_id)
+
+
+class InteractionRecorder:
+    """Consumer of ``interaction.*``: affinities and popularity, once per event id."""
+
+    def __init__(self, store: RecommenderStore) -> None:
+        self.store = store
+
+    async def __call__(self, delivery: Delivery) -> None:
+        event = events_pb2.Interaction.FromString(delivery.data)
+        event_id = delivery.msg_id or f"{event.user_id}:{event.item_id}:{event.kind}:{event.at}"
+        await self.store.record_interaction(
+            event_id,
+            event.user_id,
+            event.item_id,
+            event.kind,
+            event.at,
+            KIND_WEIGHT.get(event.kind, 0.0),
+        )
+
+
+async def recompute_all(
+    store: RecommenderStore, publisher: Publisher, batch: int, interval: float
+) -> int:
+    """Ask for a refresh of every known user, ``batch`` at a time; returns how many.
+
+    The dedupe id names the pass, so two instances running it at once ask once.
+    """
+    total = await store.count_users()
+    epoch = int(time.time() // interval)
+    done, after = 0, ""
+    started = time.monotonic()
+    _log.info("recommender.recompute_started", users=total)
+    while True:
+        users = await store.users_after(after, batch)
+        if not users:
+            break
+        now = time.time()
+        await asyncio.gather(
+            *(
+                publisher.publish(
+                    contract.REFRESH_REQUESTED,
+                    events_pb2.FeedRefreshRequested(
+                        user_id=u, reason="periodic", requested_at=now
+                    ).SerializeToString(),
+                    msg_id=f"periodic.{u}.{epoch}",
+                )
+                for u in users
+            )
+        )
+        done += len(users)
+        after = users[-1]
+        _log.info("recommender.recompute_progress", done=done, total=total)
+    _log.info(
+        "recommender.recompute_finished",
+        users=done,
+        seconds=round(time.monotonic() - started, 2),
+    )
+    return done
