@@ -9,6 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cellwork.data import Migration, migrate
 
+# The owner of MIGRATIONS in the migration record; service.py's SERVICE_NAME is the same.
+SERVICE_NAME = "recommender"
+
 MIGRATIONS = (
     Migration(
         1,
@@ -33,7 +36,7 @@ class RecommenderStore:
         self.engine = engine
 
     async def migrate(self) -> None:
-        await migrate(self.engine, MIGRATIONS)
+        await migrate(self.engine, MIGRATIONS, service=SERVICE_NAME)
 
     async def record_interaction(
         self, event_id: str, user_id: str, item_id: str, kind: str, at: float, weight: float
