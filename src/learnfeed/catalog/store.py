@@ -9,6 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cellwork.data import Migration, migrate
 
+# The owner of MIGRATIONS in the migration record; service.py's SERVICE_NAME is the same.
+SERVICE_NAME = "catalog"
+
 MIGRATIONS = (
     Migration(
         1,
@@ -54,7 +57,7 @@ class CatalogStore:
         self.engine = engine
 
     async def migrate(self) -> None:
-        await migrate(self.engine, MIGRATIONS)
+        await migrate(self.engine, MIGRATIONS, service=SERVICE_NAME)
 
     async def seed(self, educators: list[Educator], items: list[Item]) -> int:
         """Insert what is missing (idempotent); returns the number of items added."""

@@ -10,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cellwork.data import Migration, migrate
 
+# The owner of MIGRATIONS in the migration record; service.py's SERVICE_NAME is the same.
+SERVICE_NAME = "feed"
+
 MIGRATIONS = (
     Migration(
         1,
@@ -39,7 +42,7 @@ class FeedStore:
         self.engine = engine
 
     async def migrate(self) -> None:
-        await migrate(self.engine, MIGRATIONS)
+        await migrate(self.engine, MIGRATIONS, service=SERVICE_NAME)
 
     async def get(self, user_id: str) -> FeedVersion | None:
         async with self.engine.connect() as conn:

@@ -12,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cellwork import AlreadyExists, NotFound, Unauthenticated
 from cellwork.data import Migration, migrate, write_transaction
 
+# The owner of MIGRATIONS in the migration record; service.py's SERVICE_NAME is the same.
+SERVICE_NAME = "identity"
+
 MIGRATIONS = (
     Migration(
         1,
@@ -49,7 +52,7 @@ class IdentityStore:
         self.engine = engine
 
     async def migrate(self) -> None:
-        await migrate(self.engine, MIGRATIONS)
+        await migrate(self.engine, MIGRATIONS, service=SERVICE_NAME)
 
     async def create_user(self, user: User) -> None:
         """Insert a user; raises AlreadyExists when the email is taken."""

@@ -1,25 +1,57 @@
-"""Recommender's database: interactions it has consumed, item popularity, known users."""
+"""Recommender's database: interactions it has consumed, item popularity, ranked users."""
 
 from __future__ import annotations
 
 import time
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cellwork.data import Migration, migrate
+from cellwork.data import Migration, migrate, table_columns
+
+# The owner of MIGRATIONS in the migration record; service.py's SERVICE_NAME is the same.
+SERVICE_NAME = "recommender"
+
+# The shape of the ``users`` table that migration 1 created before version 2.
+_OWN_OLD_USERS = frozenset({"user_id", "ranked_at"})
+
+
+async def _move_own_users(conn: AsyncConnection) -> None:
+    """Move the rows of recommender's old ``users`` table into ``ranked_users``.
+
+    In a database shared with identity, ``users`` is identity's: it is recognised by
+    its columns and left alone (never read, renamed or dropped).
+    """
+    if await table_columns(conn, "users") != _OWN_OLD_USERS:
+        return
+    await conn.execute(
+        text("INSERT INTO ranked_users (user_id, ranked_at) SELECT user_id, ranked_at FROM users")
+    )
+    await conn.execute(text("DROP TABLE users"))
+
 
 MIGRATIONS = (
     Migration(
         1,
+        # The name is the one recorded by databases migrated before version 2 (it is
+        # how they are recognised as recommender's); the users table it named was
+        # identity's name too, so it is created by version 2 as ranked_users.
         "interactions, popularity, users",
         (
             "CREATE TABLE interactions (event_id TEXT PRIMARY KEY, user_id TEXT NOT NULL,"
             " item_id TEXT NOT NULL, kind TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
             "CREATE INDEX interactions_user ON interactions (user_id, at)",
             "CREATE TABLE popularity (item_id TEXT PRIMARY KEY, score DOUBLE PRECISION NOT NULL)",
-            "CREATE TABLE users (user_id TEXT PRIMARY KEY, ranked_at DOUBLE PRECISION NOT NULL)",
         ),
+    ),
+    Migration(
+        2,
+        "ranked users in their own table",
+        (
+            "CREATE TABLE ranked_users (user_id TEXT PRIMARY KEY,"
+            " ranked_at DOUBLE PRECISION NOT NULL)",
+        ),
+        then=_move_own_users,
     ),
 )
 
@@ -33,7 +65,7 @@ class RecommenderStore:
         self.engine = engine
 
     async def migrate(self) -> None:
-        await migrate(self.engine, MIGRATIONS)
+        await migrate(self.engine, MIGRATIONS, service=SERVICE_NAME)
 
     async def record_interaction(
         self, event_id: str, user_id: str, item_id: str, kind: str, at: float, weight: float
@@ -76,7 +108,7 @@ class RecommenderStore:
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
-                    "INSERT INTO users VALUES (:u, :t) ON CONFLICT(user_id)"
+                    "INSERT INTO ranked_users VALUES (:u, :t) ON CONFLICT(user_id)"
                     " DO UPDATE SET ranked_at = excluded.ranked_at"
                 ),
                 {"u": user_id, "t": time.time()},
@@ -86,11 +118,13 @@ class RecommenderStore:
         """Known users in id order after ``after`` (for passes in bounded batches)."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                text("SELECT user_id FROM users WHERE user_id > :a ORDER BY user_id LIMIT :n"),
+                text(
+                    "SELECT user_id FROM ranked_users WHERE user_id > :a ORDER BY user_id LIMIT :n"
+                ),
                 {"a": after, "n": limit},
             )
             return [r[0] for r in rows]
 
     async def count_users(self) -> int:
         async with self.engine.connect() as conn:
-            return int((await conn.execute(text("SELECT count(*) FROM users"))).scalar_one())
+            return int((await conn.execute(text("SELECT count(*) FROM ranked_users"))).scalar_one())

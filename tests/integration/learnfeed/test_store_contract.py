@@ -5,59 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
-import pytest_asyncio
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cellwork import AlreadyExists, NotFound, Unauthenticated
-from cellwork.data import Migration, migrate, open_engine, sqlite_url
 from learnfeed.catalog.demo import demo_catalog
 from learnfeed.catalog.store import CatalogStore
 from learnfeed.feed.store import FeedStore
 from learnfeed.identity.store import IdentityStore, User
 from learnfeed.recommender.store import RecommenderStore
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest_asyncio.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[AsyncEngine]:
-    """A fresh, empty database of each kind."""
-    if request.param == "sqlite":
-        engine = open_engine(sqlite_url(tmp_path, "store"))
-        yield engine
-        await engine.dispose()
-        return
-    name = f"cellwork_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await asyncpg.connect(POSTGRES, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"no PostgreSQL at {POSTGRES}: {exc}")
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    engine = open_engine(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}")
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-async def test_migrations_apply_once_when_instances_start_together(engine: AsyncEngine) -> None:
-    steps = (
-        Migration(1, "things", ("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT)",)),
-        Migration(2, "things.size", ("ALTER TABLE things ADD COLUMN size INTEGER",)),
-    )
-    applied = await asyncio.gather(*(migrate(engine, steps) for _ in range(4)))
-    assert sorted(applied, key=len) == [[], [], [], [1, 2]]
-    async with engine.connect() as conn:
-        rows = (await conn.execute(text("SELECT version FROM cellwork_migrations"))).all()
-    assert sorted(r[0] for r in rows) == [1, 2]
+# ``engine`` (tests/integration/conftest.py): a fresh SQLite file, a fresh PostgreSQL database.
 
 
 async def test_feed_versions_count_up_per_user(engine: AsyncEngine) -> None:
