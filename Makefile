@@ -26,8 +26,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+## make typecheck: mypy --strict on both packages, and the calls that must not type-check.
 typecheck: $(STAMP)
-	$(BIN)/mypy -p cellwork
+	$(BIN)/mypy src/cellwork src/learnfeed tests/typecheck
 
 ## make proto: regenerate the Python stubs from proto/ (the source of truth).
 proto: $(STAMP)

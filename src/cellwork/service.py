@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 from wsgiref.simple_server import WSGIServer
@@ -72,8 +72,10 @@ class Service:
 
     def __init__(self, name: str, settings: ServiceSettings | None = None) -> None:
         self.settings = settings or ServiceSettings()
-        # The name the cell (or deployment) gives the service wins over the module's own.
+        # The name the cell (or deployment) gives the service wins over the module's own;
+        # what the code owns (its database schema) stays under the module's own name.
         self.name = self.settings.service or name
+        self.declared_name = name
         self.layers: list[Layer] = []
         self.publisher = Publisher()
         self.bus = Fanout()
@@ -87,7 +89,7 @@ class Service:
         self._consumer_specs: list[tuple[Handler, dict[str, Any]]] = []
         self._consumers: list[Consumer] = []
         self._http_specs: list[tuple[ASGIApp, int, dict[str, Any]]] = []
-        self._databases: list[tuple[AsyncEngine, tuple[Migration, ...]]] = []
+        self._databases: list[tuple[AsyncEngine, tuple[Migration, ...], str]] = []
         self._clients: list[Client[Any]] = []
         self._watchers: list[RegistryWatcher] = []
         self._jobs: list[Job] = []
@@ -136,16 +138,19 @@ class Service:
         """Serve an ASGI app on ``port`` (shared with sibling instances via SO_REUSEPORT)."""
         self._http_specs.append((app, port, options))
 
-    def add_database(self, url: str, migrations: tuple[Migration, ...] = ()) -> AsyncEngine:
+    def add_database(
+        self, url: str, migrations: Sequence[Migration] = (), *, owner: str | None = None
+    ) -> AsyncEngine:
         """An engine for ``url`` (no connection yet), migrated on start, disposed on drain.
 
-        Migrations are recorded under this service's name, so services that share one
-        database never take each other's schema for their own.
+        Migrations are recorded under ``owner`` (the name the service was declared
+        with, whatever a cell renames it to), so services that share one database
+        never take each other's schema for their own.
         """
         from cellwork.data.engine import open_engine
 
         engine = open_engine(url)
-        self._databases.append((engine, tuple(migrations)))
+        self._databases.append((engine, tuple(migrations), owner or self.declared_name))
         return engine
 
     @overload
@@ -233,13 +238,13 @@ class Service:
             copies = tuple(replace(spec, replicas=s.stream_replicas) for spec in self._streams)
             await ensure_streams(js, copies)
         self.publisher.start(js)
-        self.bus.attach(self._nc)
+        await self.bus.attach(self._nc)
         if self._databases:
             from cellwork.data.migrations import migrate
 
-            for engine, migrations in self._databases:
+            for engine, migrations, owner in self._databases:
                 if migrations:
-                    await migrate(engine, migrations)
+                    await migrate(engine, migrations, service=owner)
         for client in self._clients:
             watcher = RegistryWatcher(self._registry, client.service)
             watcher.add_listener(client.balancer.update)
@@ -348,7 +353,7 @@ class Service:
         if self.registration is not None:
             await self.registration.close()
             self.registration = None
-        for engine, _ in self._databases:
+        for engine, _migrations, _owner in self._databases:
             await engine.dispose()
         if self._nc is not None:
             nc, self._nc = self._nc, None

@@ -26,7 +26,7 @@ async def test_feed_ready_reaches_the_users_sockets_only(nats_server) -> None:
     nc = await connect_nats(nats_server.url, "test-hub")
     publisher = await connect_nats(nats_server.url, "test-hub-pub")
     bus = Fanout()
-    bus.attach(nc)
+    await bus.attach(nc)
     hub = Hub(bus, max_per_user=2, max_sockets=3)
     try:
         a1, a2, b1 = Socket(), Socket(), Socket()

@@ -6,7 +6,7 @@ sockets. What must not be lost goes to a stream instead (``Publisher``).
 
 A ``Fanout`` exists from the moment a service is built; it is attached to the
 service's NATS connection on start. Subscriptions declared before start are made
-on attach; a subscription made later is made at once. Either way the handle's
+(and confirmed) on attach; a subscription made later is made at once. Either way the handle's
 ``confirmed()`` returns once the server knows of the interest, so a message
 published after it is delivered (push counts a socket as joined only then).
 Core NATS loses what is published while a subscriber is disconnected: a service
@@ -97,11 +97,15 @@ class Fanout:
         """True while attached to a connected NATS client."""
         return self._nc is not None and self._nc.is_connected
 
-    def attach(self, nc: NatsClient) -> None:
-        """Use ``nc`` from now on and make every subscription declared before."""
+    async def attach(self, nc: NatsClient, timeout: float = 5.0) -> None:
+        """Use ``nc`` from now on; make every subscription declared before and wait until
+        the server has them (a service turns SERVING only after this)."""
         self._nc = nc
-        for subscription in self._subscriptions:
+        declared = list(self._subscriptions)
+        for subscription in declared:
             subscription._make(nc)
+        for subscription in declared:
+            await subscription.confirmed(timeout)
 
     def subscribe(self, subject: str, handler: MessageHandler) -> Subscription:
         """Receive ``subject``'s messages in ``handler``; made now, or on attach."""

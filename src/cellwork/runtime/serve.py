@@ -26,11 +26,24 @@ _log = get_logger("cellwork.serve")
 
 
 def load_factory(module: str) -> ServiceFactory:
-    """Import ``module`` and return its ``create_service``; raises ImportError otherwise."""
+    """Import ``module`` and return its ``create_service``; raises ImportError otherwise.
+
+    A package whose ``__init__`` does not define it is looked into: ``learnfeed.feed``
+    finds ``learnfeed.feed.service.create_service``, so a package's ``__init__`` need
+    not import the whole service (and everything it imports) to be servable.
+    """
     mod = importlib.import_module(module)
     factory = getattr(mod, "create_service", None)
+    if factory is None and hasattr(mod, "__path__"):
+        try:
+            factory = getattr(importlib.import_module(f"{module}.service"), "create_service", None)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{module}.service":
+                raise
     if not callable(factory):
-        raise ImportError(f"module {module!r} has no create_service(settings) function")
+        raise ImportError(
+            f"module {module!r} (or its .service module) has no create_service(settings) function"
+        )
     return factory  # type: ignore[no-any-return]
 
 

@@ -1,5 +1,4 @@
-"""catalog: educators, lessons and posts (gRPC)."""
+"""catalog: educators, lessons and posts (gRPC).
 
-from learnfeed.catalog.service import create_service
-
-__all__ = ["create_service"]
+``cellwork serve learnfeed.catalog`` runs it (``create_service`` in ``service.py``).
+"""

@@ -1,5 +1,4 @@
-"""feed: feed versions per user; asks for refreshes (gRPC, publishes events)."""
+"""feed: feed versions per user; asks for refreshes (gRPC, publishes events).
 
-from learnfeed.feed.service import create_service
-
-__all__ = ["create_service"]
+``cellwork serve learnfeed.feed`` runs it (``create_service`` in ``service.py``).
+"""

@@ -1,5 +1,4 @@
-"""identity: sign-up, login, tokens, profiles, follows (gRPC)."""
+"""identity: sign-up, login, tokens, profiles, follows (gRPC).
 
-from learnfeed.identity.service import create_service
-
-__all__ = ["create_service"]
+``cellwork serve learnfeed.identity`` runs it (``create_service`` in ``service.py``).
+"""

@@ -1,5 +1,4 @@
-"""push: WebSocket connections of users, told when their feed is ready."""
+"""push: WebSocket connections of users, told when their feed is ready.
 
-from learnfeed.push.service import create_service
-
-__all__ = ["create_service"]
+``cellwork serve learnfeed.push`` runs it (``create_service`` in ``service.py``).
+"""

@@ -1,5 +1,4 @@
-"""recommender: ranks each user's feed from behaviour (event worker, consumer group)."""
+"""recommender: ranks each user's feed from behaviour (event worker, consumer group).
 
-from learnfeed.recommender.service import create_service
-
-__all__ = ["create_service"]
+``cellwork serve learnfeed.recommender`` runs it (``create_service`` in ``service.py``).
+"""
