@@ -22,12 +22,6 @@ class SlotState(StrEnum):
     STOPPED = "STOPPED"
 
 
-def restart_delay(consecutive_failures: int, base: float, cap: float) -> float:
-    """Seconds to wait before restart number ``consecutive_failures`` (1-based): doubling."""
-    exponent = min(max(consecutive_failures - 1, 0), 30)
-    return float(min(base * (2.0**exponent), cap))
-
-
 @dataclass(eq=False)
 class Slot:
     """One replica of a service and its current process."""

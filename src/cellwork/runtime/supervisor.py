@@ -8,7 +8,7 @@ slot happens in one place. Tests drive it the same way, by posting events.
 What it does:
 - starts a real ``nats-server`` (unless the cell names an external NATS);
 - starts each replica as ``python -m cellwork serve MODULE``;
-- restarts a process that exits, after a doubling back-off;
+- restarts a process that exits, after a back-off with full jitter;
 - kills and replaces an instance whose health check fails for ``hang_timeout``
   (or that does not reach SERVING within ``startup_timeout``);
 - scales a service up or down while running;
@@ -39,11 +39,12 @@ from cellwork.discovery.registry import Registry
 from cellwork.discovery.watcher import RegistryWatcher
 from cellwork.events.connection import connect_nats
 from cellwork.observability.logging import get_logger
+from cellwork.resilience.backoff import backoff
 from cellwork.runtime.cellfile import CellSpec
 from cellwork.runtime.control import CellState, control_subject
 from cellwork.runtime.health import HealthProbe
 from cellwork.runtime.nats_server import NatsServer
-from cellwork.runtime.slots import Slot, SlotState, restart_delay
+from cellwork.runtime.slots import Slot, SlotState
 
 _log = get_logger("cellwork.supervisor")
 
@@ -281,14 +282,17 @@ class Supervisor:
             return
         slot.consecutive_failures += 1
         slot.restarts += 1
-        delay = restart_delay(
+        delay = backoff(
             slot.consecutive_failures,
-            self.spec.supervisor.restart_backoff_base,
-            self.spec.supervisor.restart_backoff_max,
+            base=self.spec.supervisor.restart_backoff_base,
+            cap=self.spec.supervisor.restart_backoff_max,
         )
         slot.state, slot.next_start_at = SlotState.BACKOFF, time.monotonic() + delay
         _log.warning(
-            "supervisor.instance_exited", instance=slot.instance_id, code=code, restart_in=delay
+            "supervisor.instance_exited",
+            instance=slot.instance_id,
+            code=code,
+            restart_in=round(delay, 3),
         )
 
     def _on_health(self, slot: Slot, process: Any, ok: bool) -> None:
