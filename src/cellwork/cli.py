@@ -50,12 +50,12 @@ def up(
 
     try:
         spec = load_cell(file)
+        if demo:  # a cell-wide default; a service's own env may still say otherwise
+            spec = spec.model_copy(update={"env": {"CELLWORK_DEMO": "1", **spec.env}})
+        supervisor = Supervisor(spec, nats_url=nats_url)
     except CellFileError as exc:
         raise _fail(str(exc), 2) from None
-    if demo:  # a cell-wide default; a service's own env may still say otherwise
-        spec = spec.model_copy(update={"env": {"CELLWORK_DEMO": "1", **spec.env}})
     configure_logging("info", pretty=sys.stderr.isatty(), cell=spec.name)
-    supervisor = Supervisor(spec, nats_url=nats_url)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -7,6 +7,9 @@ slot happens in one place. Tests drive it the same way, by posting events.
 
 What it does:
 - starts a real ``nats-server`` (unless the cell names an external NATS);
+- opens the registry bucket the instances use: ``registry_bucket``,
+  ``registry_ttl`` and ``stream_replicas`` of ``ServiceSettings``, read from its
+  own environment with the cell file's ``env:`` over it, as an instance reads them;
 - starts each replica as ``python -m cellwork serve MODULE``;
 - restarts a process that exits, after a back-off with full jitter;
 - kills and replaces an instance whose health check fails for ``hang_timeout``
@@ -27,20 +30,22 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from pydantic import ValidationError
 
+from cellwork.config.settings import ServiceSettings, settings_from_env
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus, safe_token
 from cellwork.discovery.registry import Registry
 from cellwork.discovery.watcher import RegistryWatcher
 from cellwork.events.connection import connect_nats
 from cellwork.observability.logging import get_logger
 from cellwork.resilience.backoff import backoff
-from cellwork.runtime.cellfile import CellSpec
+from cellwork.runtime.cellfile import CellFileError, CellSpec
 from cellwork.runtime.control import CellState, control_subject
 from cellwork.runtime.health import HealthProbe
 from cellwork.runtime.nats_server import NatsServer
@@ -50,7 +55,6 @@ _log = get_logger("cellwork.supervisor")
 
 Event = tuple[Any, ...]
 TICK_SECONDS = 0.2
-REGISTRY_BUCKET = "cellwork_registry"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -59,8 +63,21 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def cell_settings(spec: CellSpec, environ: Mapping[str, str]) -> ServiceSettings:
+    """The common settings every instance of the cell reads: ``environ`` with the cell
+    file's cell-wide ``env:`` over it. Raises CellFileError when a value does not parse."""
+    try:
+        return settings_from_env(ServiceSettings, {**environ, **spec.env})
+    except ValidationError as exc:
+        raise CellFileError(
+            f"the cell's env (over the environment) gives instances invalid settings:\n{exc}"
+        ) from None
+
+
 class Supervisor:
-    """Runs one cell until drained. ``await run()``; post events to ``queue``."""
+    """Runs one cell until drained. ``await run()``; post events to ``queue``.
+
+    Raises CellFileError when the cell's settings do not parse."""
 
     def __init__(
         self,
@@ -74,6 +91,7 @@ class Supervisor:
         self.state_dir = spec.resolved_state_dir(base_dir or Path.cwd()).resolve()
         self.nats_url = nats_url or spec.nats_url
         self.python = python
+        self.settings = cell_settings(spec, os.environ)
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.slots: list[Slot] = []
         self.desired: dict[str, int] = {n: s.replicas for n, s in spec.services.items()}
@@ -133,7 +151,10 @@ class Supervisor:
                 store=str(self.state_dir),
             )
         self._nc = await connect_nats(self.nats_url, name=f"supervisor/{self.spec.name}")
-        self._registry = await Registry.open(self._nc, REGISTRY_BUCKET, 3.0)
+        s = self.settings
+        self._registry = await Registry.open(
+            self._nc, s.registry_bucket, s.registry_ttl, replicas=s.stream_replicas
+        )
         self._watcher = RegistryWatcher(self._registry)
         self._watcher.add_listener(lambda snapshot: self.post("registry", snapshot))
         await self._watcher.start()
