@@ -10,7 +10,7 @@ What it does:
 - opens the registry bucket the instances use: ``registry_bucket``,
   ``registry_ttl`` and ``stream_replicas`` of ``ServiceSettings``, read from its
   own environment with the cell file's ``env:`` over it, as an instance reads them;
-- starts each replica as ``python -m cellwork serve MODULE``;
+- starts each replica as ``python -m cellwork serve MODULE`` on free ports;
 - restarts a process that exits, after a back-off with full jitter;
 - kills and replaces an instance whose health check fails for ``hang_timeout``
   (or that does not reach SERVING within ``startup_timeout``);
@@ -55,6 +55,10 @@ _log = get_logger("cellwork.supervisor")
 
 Event = tuple[Any, ...]
 TICK_SECONDS = 0.2
+# Ports an instance picks for itself. The supervisor's own environment may name
+# fixed ones (a container image sets CELLWORK_GRPC_PORT=50051 for its single
+# instance); inherited, they would make every replica of the cell collide.
+FREE_PORTS = {"CELLWORK_GRPC_PORT": "0", "CELLWORK_METRICS_PORT": "0"}
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -208,6 +212,7 @@ class Supervisor:
         assert self.nats_url is not None
         env = {
             **os.environ,
+            **FREE_PORTS,  # the cell file's env (in slot.env) may still fix them
             **slot.env,
             "CELLWORK_SERVICE": slot.service,
             "CELLWORK_INSTANCE_ID": slot.instance_id,
