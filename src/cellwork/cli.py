@@ -46,6 +46,7 @@ def up(
 ) -> None:
     """Start the cell in the foreground; Ctrl-C drains it, a second Ctrl-C kills it."""
     from cellwork.observability.logging import configure_logging
+    from cellwork.runtime.events import SignalReceived
     from cellwork.runtime.supervisor import Supervisor
 
     try:
@@ -60,7 +61,7 @@ def up(
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, supervisor.post, "signal", signum)
+            loop.add_signal_handler(signum, supervisor.post, SignalReceived(signum))
         await supervisor.run()
 
     run_forever(main())

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from cellwork.runtime.cellfile import CellSpec
+from cellwork.runtime.events import SignalReceived
 from cellwork.runtime.supervisor import Supervisor
 from cellwork.testing import CellProcess, free_port
 
@@ -61,7 +62,7 @@ async def cell(tmp_path):
     yield start
     for sup in sups:
         if not sup.task.done():
-            sup.post("signal", signal.SIGTERM)
+            sup.post(SignalReceived(signal.SIGTERM))
             await asyncio.wait_for(sup.task, 20)
 
 
@@ -150,7 +151,7 @@ async def test_draining_the_cell_leaves_no_process_behind(tmp_path, cell):
     children = {p.pid for p in psutil.Process().children(recursive=True)}
     assert len(children) >= 4  # nats-server and three instances
     started = time.monotonic()
-    sup.post("signal", signal.SIGINT)
+    sup.post(SignalReceived(signal.SIGINT))
     await asyncio.wait_for(sup.task, 20)
     # The stubborn one ignores SIGTERM: it is killed after the 2 s grace, no later.
     assert time.monotonic() - started < 2.0 + 3.0

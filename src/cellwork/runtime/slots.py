@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from cellwork.runtime.processes import InstanceProcess
+
 
 class SlotState(StrEnum):
     """What the supervisor knows of a slot."""
@@ -32,7 +34,7 @@ class Slot:
     env: dict[str, str]
     state: SlotState = SlotState.STOPPED
     pid: int | None = None
-    process: Any = None  # asyncio.subprocess.Process of the current start
+    process: InstanceProcess | None = None  # the current start's process
     restarts: int = 0
     consecutive_failures: int = 0
     started_at: float = 0.0  # monotonic time of the current start
