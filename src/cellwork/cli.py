@@ -46,21 +46,22 @@ def up(
 ) -> None:
     """Start the cell in the foreground; Ctrl-C drains it, a second Ctrl-C kills it."""
     from cellwork.observability.logging import configure_logging
+    from cellwork.runtime.events import SignalReceived
     from cellwork.runtime.supervisor import Supervisor
 
     try:
         spec = load_cell(file)
+        if demo:  # a cell-wide default; a service's own env may still say otherwise
+            spec = spec.model_copy(update={"env": {"CELLWORK_DEMO": "1", **spec.env}})
+        supervisor = Supervisor(spec, nats_url=nats_url)
     except CellFileError as exc:
         raise _fail(str(exc), 2) from None
-    if demo:  # a cell-wide default; a service's own env may still say otherwise
-        spec = spec.model_copy(update={"env": {"CELLWORK_DEMO": "1", **spec.env}})
     configure_logging("info", pretty=sys.stderr.isatty(), cell=spec.name)
-    supervisor = Supervisor(spec, nats_url=nats_url)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, supervisor.post, "signal", signum)
+            loop.add_signal_handler(signum, supervisor.post, SignalReceived(signum))
         await supervisor.run()
 
     run_forever(main())

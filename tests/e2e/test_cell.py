@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
 from cellwork.runtime.cellfile import CellSpec
+from cellwork.runtime.events import SignalReceived
 from cellwork.runtime.supervisor import Supervisor
 from cellwork.testing import CellProcess, free_port
 
@@ -61,12 +63,28 @@ async def cell(tmp_path):
     yield start
     for sup in sups:
         if not sup.task.done():
-            sup.post("signal", signal.SIGTERM)
+            sup.post(SignalReceived(signal.SIGTERM))
             await asyncio.wait_for(sup.task, 20)
 
 
 def pids(sup: Supervisor) -> set[int]:
     return {r["pid"] for r in sup.status() if r["pid"]}
+
+
+def running(pid: int) -> bool:
+    """Alive and not merely waiting to be reaped."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def eventually(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still false after {timeout} s"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_killed_instance_is_replaced_and_serving_within_five_seconds(tmp_path, cell):
@@ -123,13 +141,14 @@ async def test_cli_status_and_scale_act_on_the_running_cell(tmp_path, cell):
     assert up.returncode == 0, up.stderr
     await sup.wait_until(lambda s: serving(s, n=3), 20)
     assert before < pids(sup)  # the first two kept running: no restart
+    at_three = pids(sup)
 
     down = await cli("scale", "echo", "1")
     assert down.returncode == 0, down.stderr
     await sup.wait_until(lambda s: serving(s, n=1), 20)
-    gone = pids(sup) ^ before | (before - pids(sup))
-    await asyncio.sleep(0.5)
-    assert [p for p in gone - pids(sup) if psutil.pid_exists(p)] == []
+    gone = at_three - pids(sup)
+    assert len(gone) == 2
+    await eventually(lambda: not any(running(p) for p in gone), 10)
 
     unknown = await cli("scale", "nope", "2")
     assert unknown.returncode != 0 and "unknown service" in unknown.stderr
@@ -150,24 +169,18 @@ async def test_draining_the_cell_leaves_no_process_behind(tmp_path, cell):
     children = {p.pid for p in psutil.Process().children(recursive=True)}
     assert len(children) >= 4  # nats-server and three instances
     started = time.monotonic()
-    sup.post("signal", signal.SIGINT)
+    sup.post(SignalReceived(signal.SIGINT))
     await asyncio.wait_for(sup.task, 20)
     # The stubborn one ignores SIGTERM: it is killed after the 2 s grace, no later.
     assert time.monotonic() - started < 2.0 + 3.0
-    await asyncio.sleep(0.2)
-    left = [
-        p
-        for p in children
-        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-    ]
-    assert left == []
+    await eventually(lambda: not any(running(p) for p in children), 10)
     assert not (sup.state_dir / "cell.json").exists()
 
 
 async def test_an_idle_instance_stays_under_80_mb(tmp_path, cell):
     sup = await cell(make_spec(tmp_path, echo={"module": "cellwork.testing.echo", "replicas": 1}))
     await sup.wait_until(lambda s: serving(s, n=1), 20)
-    await asyncio.sleep(2)
+    await sup.wait_until(lambda s: s.status()[0]["uptime"] >= 2.0, 20)  # settled, idle
     rss = psutil.Process(sup.status()[0]["pid"]).memory_info().rss
     print(f"idle echo instance RSS: {rss / 2**20:.1f} MiB")
     assert rss < 80 * 2**20

@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 def _default_instance_id() -> str:
@@ -63,3 +68,23 @@ class ServiceSettings(BaseSettings):
     log_level: str = "info"
     access_log: bool = Field(False, description="log every RPC, not only failures and slow ones")
     slow_call_seconds: float = 1.0
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' own environment source (prefix, case, empty values), reading
+    a given mapping instead of this process's environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+def settings_from_env(settings_cls: type[S], environ: Mapping[str, str]) -> S:
+    """The settings a process started with exactly ``environ`` reads (``os.environ`` is
+    not consulted). Raises pydantic's ValidationError for a value that does not parse."""
+    return settings_cls(_build_sources=((_MappingEnvSource(settings_cls, environ),), {}))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class CellFileError(ValueError):
@@ -52,6 +52,13 @@ class SupervisorSpec(BaseModel):
     restart_backoff_max: float = Field(30.0, gt=0)
     stable_after: float = Field(10.0, gt=0, description="SERVING this long resets back-off")
     stop_grace: float = Field(10.0, ge=0, description="seconds from SIGTERM to SIGKILL")
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> SupervisorSpec:
+        # backoff() refuses a cap below its base; say so here, not in the running loop.
+        if self.restart_backoff_max < self.restart_backoff_base:
+            raise ValueError("restart_backoff_max must be at least restart_backoff_base")
+        return self
 
 
 class CellSpec(BaseModel):

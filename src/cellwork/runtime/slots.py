@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from cellwork.runtime.processes import InstanceProcess
+
 
 class SlotState(StrEnum):
     """What the supervisor knows of a slot."""
@@ -22,12 +24,6 @@ class SlotState(StrEnum):
     STOPPED = "STOPPED"
 
 
-def restart_delay(consecutive_failures: int, base: float, cap: float) -> float:
-    """Seconds to wait before restart number ``consecutive_failures`` (1-based): doubling."""
-    exponent = min(max(consecutive_failures - 1, 0), 30)
-    return float(min(base * (2.0**exponent), cap))
-
-
 @dataclass(eq=False)
 class Slot:
     """One replica of a service and its current process."""
@@ -38,7 +34,7 @@ class Slot:
     env: dict[str, str]
     state: SlotState = SlotState.STOPPED
     pid: int | None = None
-    process: Any = None  # asyncio.subprocess.Process of the current start
+    process: InstanceProcess | None = None  # the current start's process
     restarts: int = 0
     consecutive_failures: int = 0
     started_at: float = 0.0  # monotonic time of the current start

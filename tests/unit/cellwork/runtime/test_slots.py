@@ -1,7 +1,4 @@
-from hypothesis import given
-from hypothesis import strategies as st
-
-from cellwork.runtime.slots import Slot, restart_delay
+from cellwork.runtime.slots import Slot
 
 
 class Alive:
@@ -12,16 +9,6 @@ def slot(**kw):
     s = Slot("echo", 1, "m", {}, **kw)
     s.process = Alive()
     return s
-
-
-def test_restart_delay_doubles_from_the_base_up_to_the_cap():
-    assert [restart_delay(n, 0.5, 4.0) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-
-
-@given(st.integers(1, 10_000), st.floats(0.01, 5), st.floats(5, 300))
-def test_restart_delay_is_bounded_and_monotonic(n, base, cap):
-    assert base <= restart_delay(n, base, cap) <= cap
-    assert restart_delay(n + 1, base, cap) >= restart_delay(n, base, cap)
 
 
 def test_instance_that_never_became_healthy_is_hung_after_the_startup_timeout():

@@ -4,7 +4,7 @@ import pytest
 
 from cellwork.runtime.cellfile import CellFileError, load_cell
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -43,6 +43,10 @@ def test_cell_file_values_and_defaults(tmp_path):
         ("services:\n  e:\n    module: m\n    replicas: -1\n", "replicas"),
         ("services:\n  e:\n    module: m\n    colour: red\n", "colour"),
         ("name: 'bad name'\nservices: {}\n", "name"),
+        (
+            "supervisor:\n  restart_backoff_base: 5\n  restart_backoff_max: 1\nservices: {}\n",
+            "restart_backoff_max must be at least restart_backoff_base",
+        ),
     ],
 )
 def test_bad_cell_files_get_a_readable_error(tmp_path, text, fragment):
