@@ -165,50 +165,70 @@ def scale(
     console.print(f"{result['service']}: {result['before']} -> {result['after']} instances")
 
 
-@app.command()
+@app.command(
+    context_settings={
+        # What loadgen does not know is the scenario's: parsed by load_scenario.
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],  # --help below also shows the scenario's options
+    }
+)
 def loadgen(
-    gateway: Annotated[str, typer.Option(help="the gateway's base URL")] = "http://127.0.0.1:8080",
-    push: Annotated[str, typer.Option(help="the push service's base URL")] = "ws://127.0.0.1:8081",
-    users: Annotated[int, typer.Option(min=1, help="users to sign up")] = 50,
-    sockets: Annotated[
-        int | None, typer.Option(min=0, help="sockets to hold open (default: one per user)")
-    ] = None,
-    rate: Annotated[float, typer.Option(help="requests a second, all routes together")] = 200.0,
+    ctx: typer.Context,
+    scenario: Annotated[
+        str, typer.Option(help="module with create_scenario(); its own options follow")
+    ] = "cellwork.loadgen.http",
+    rate: Annotated[float, typer.Option(help="requests a second, the whole mix together")] = 200.0,
     duration: Annotated[float, typer.Option(help="seconds of load")] = 30.0,
-    mix: Annotated[str, typer.Option(help="weights of feed, home, interaction")] = (
-        "feed=70,home=20,interaction=10"
-    ),
     max_in_flight: Annotated[
         int, typer.Option(min=1, help="requests in flight at most; more due are dropped")
     ] = 256,
     timeout: Annotated[float, typer.Option(help="seconds per request")] = 5.0,
+    max_send_lag: Annotated[
+        float,
+        typer.Option(help="seconds the client may send late (p99) before the run is inconclusive"),
+    ] = 0.01,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    show_help: Annotated[
+        bool, typer.Option("--help", help="show this message and the scenario's options")
+    ] = False,
 ) -> None:
-    """Sign up users, hold sockets open, drive a mix of reads and interactions, summarize."""
+    """Send a scenario's requests on an open-loop schedule, show progress, summarize."""
+    from rich.markup import escape
+
     from cellwork.loadgen import (
         LoadConfig,
         LoadgenError,
         LoadRun,
-        parse_mix,
+        ScenarioLoadError,
+        ScenarioUsage,
+        load_scenario,
+        print_scenario_help,
         render_summary,
         run_with_progress,
     )
 
     try:
+        if show_help:
+            text = ctx.get_help()  # typer prints rich help itself and returns ""
+            if text:
+                print(text)
+            print_scenario_help(scenario)
+            raise typer.Exit(0)
         config = LoadConfig(
-            gateway=gateway,
-            push=push,
-            users=users,
-            sockets=sockets,
             rate=rate,
             duration=duration,
-            mix=parse_mix(mix),
             max_in_flight=max_in_flight,
             timeout=timeout,
+            max_send_lag=max_send_lag,
         )
-    except ValueError as exc:
-        raise _fail(str(exc), 2) from None
-    run = LoadRun(config)
+        reserved = {opt for param in ctx.command.params for opt in param.opts}
+        loaded = load_scenario(scenario, ctx.args, reserved)
+    except (ValueError, ScenarioLoadError) as exc:
+        raise _fail(escape(str(exc)), 2) from None
+    except ScenarioUsage as exc:  # typer has printed the usage error or the help
+        raise typer.Exit(exc.exit_code) from None
+    run = LoadRun(config, loaded.scenario, name=loaded.module, options=loaded.options)
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -223,9 +243,9 @@ def loadgen(
     try:
         summary = run_forever(main())
     except LoadgenError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(escape(str(exc))) from None
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, default=str))
     else:
         console.print(render_summary(summary))
 

@@ -1,4 +1,4 @@
-"""`cellwork loadgen` against the real learnfeed cell, through the public contract only."""
+"""`cellwork loadgen --scenario learnfeed.loadgen` against the real learnfeed cell."""
 
 import json
 import subprocess
@@ -36,18 +36,19 @@ def learnfeed_cell(tmp_path):
 
 def test_loadgen_drives_every_route_of_the_mix_and_times_feed_ready(learnfeed_cell):
     gateway, push = learnfeed_cell
-    args = ["--gateway", gateway, "--push", push, "--users", "5", "--rate", "30"]
+    scenario = ["--scenario", "learnfeed.loadgen", "--gateway", gateway, "--push", push]
     ran = subprocess.run(
-        [*CLI, "loadgen", *args, "--duration", "5", "--json"],
+        [*CLI, "loadgen", *scenario, "--users", "5", "--rate", "30", "--duration", "5", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert ran.returncode == 0, ran.stderr
     summary = json.loads(ran.stdout)
+    sections = summary["sections"]
 
-    assert summary["signup"]["ok"] == 5
-    assert summary["sockets"]["open"] == 5
+    assert sections["signup"]["ok"] == 5
+    assert sections["sockets"]["open"] == 5
     assert summary["requests"]["planned"] == 150
     assert summary["requests"]["ok"] > 0
     for route in ("feed", "home", "interaction"):
@@ -55,6 +56,6 @@ def test_loadgen_drives_every_route_of_the_mix_and_times_feed_ready(learnfeed_ce
         assert summary["routes"][route]["ok"] > 0, summary["routes"][route]
     server_errors = {k: n for k, n in summary["errors_by_status"].items() if k.startswith("5")}
     assert server_errors == {}
-    ready = summary["feed_ready"]
+    ready = sections["feed_ready"]
     assert ready["count"] >= 1 and ready["p50_ms"] is not None
     assert ready["frames"] >= ready["count"]

@@ -64,6 +64,7 @@ def test_the_application_uses_only_the_platforms_public_packages():
         "cellwork.data",
         "cellwork.events",
         "cellwork.gateway",
+        "cellwork.loadgen",
         "cellwork.observability",
         "cellwork.resilience",
         "cellwork.rpc",
