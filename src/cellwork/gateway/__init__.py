@@ -3,16 +3,11 @@ JSON errors, body limits, and an HTTP server that shares its port between instan
 
 from cellwork.gateway.aggregate import gather_parts
 from cellwork.gateway.auth import Claims, JwtCodec, JwtKeys, bearer_token
-from cellwork.gateway.http import (
-    BodyLimit,
-    HttpMetrics,
-    HttpServer,
-    RequestContext,
-    TemplateRoute,
-    error_body,
-    json_error,
-)
+from cellwork.gateway.errors import error_body, json_error
+from cellwork.gateway.middleware import BodyLimit, HttpMetrics, RequestContext
 from cellwork.gateway.ratelimit import TokenBucketLimiter
+from cellwork.gateway.routing import TemplateRoute
+from cellwork.gateway.server import HttpServer
 
 __all__ = [
     "BodyLimit",
