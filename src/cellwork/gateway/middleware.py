@@ -1,8 +1,16 @@
-"""The edge's middleware: HTTP metrics by route template, the request's call context,
-and the body limit.
+"""The edge's middleware, in the order a request meets it:
 
-Added with ``add_middleware``, each call wraps the previous ones, so the last added
-is the first a request meets.
+    HttpMetrics      count and time every request by route template (outermost, so
+                     it sees every answer, a 413 included)
+    RequestContext   the request becomes a root call context: request id, deadline
+    BodyLimit        bodies over the limit get 413 payload_too_large, unread
+
+``edge_middleware(...)`` returns that list for ``Starlette(middleware=...)`` or
+``FastAPI(middleware=...)``, which wrap an app so that the first entry is the
+outermost; an application appends its own layers after it, and
+``install_error_handlers`` puts its catch-all innermost of all. (``add_middleware``
+adds the other way round, each call outside the previous ones, so a chain built with
+it reads backwards.)
 """
 
 from __future__ import annotations
@@ -10,11 +18,23 @@ from __future__ import annotations
 import re
 import time
 
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cellwork.gateway.errors import json_error
+from cellwork.errors import PayloadTooLarge
+from cellwork.gateway.errors import error_response
 from cellwork.observability.metrics import http_metrics
 from cellwork.rpc.context import reset_current_call, root_context, set_current_call
+
+
+def edge_middleware(*, max_body_bytes: int, call_timeout: float) -> list[Middleware]:
+    """The edge's middleware, outermost first: HttpMetrics, RequestContext (a deadline of
+    ``call_timeout`` seconds per request), BodyLimit (``max_body_bytes``)."""
+    return [
+        Middleware(HttpMetrics),
+        Middleware(RequestContext, timeout=call_timeout),
+        Middleware(BodyLimit, max_bytes=max_body_bytes),
+    ]
 
 
 class HttpMetrics:
@@ -152,10 +172,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = json_error(
-            413,
-            "payload_too_large",
-            f"request body is over {self.max_bytes} bytes",
-            headers={"Connection": "close"},
+        response = error_response(
+            PayloadTooLarge(f"request body is over {self.max_bytes} bytes"),
+            {"Connection": "close"},
         )
         await response(scope, receive, send)

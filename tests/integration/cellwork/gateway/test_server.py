@@ -13,8 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from cellwork.gateway import HttpServer
-from cellwork.gateway.server import PortTaken
+from cellwork.gateway import HttpServer, PortTaken
 from cellwork.testing import free_port
 
 LISTEN = """
