@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from cellwork import Overloaded
 from cellwork.events import (
     DEAD_LETTER_STREAM,
     Consumer,
@@ -49,6 +50,16 @@ async def test_queued_publishes_all_arrive_and_drain_flushes_them(js) -> None:
     await publisher.drain(5)
     assert (await js.stream_info("ORDERS")).state.messages == 500
     assert publisher.failed == 0
+
+
+async def test_a_full_queue_is_an_overload_with_the_publish_timeout_as_retry_after(js) -> None:
+    publisher = Publisher(js, queue_size=2, timeout=3.0)  # not started: nothing drains it
+    publisher.publish_soon("orders.new", b"1", msg_id="full-1")
+    publisher.publish_soon("orders.new", b"2", msg_id="full-2")
+    with pytest.raises(Overloaded) as full:
+        publisher.publish_soon("orders.new", b"3", msg_id="full-3")
+    assert full.value.retry_after == 3.0
+    assert full.value.http_status == 503 and full.value.error_code == "overloaded"
 
 
 async def test_instances_on_one_durable_share_the_work_each_message_once(js) -> None:

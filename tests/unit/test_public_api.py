@@ -1,9 +1,12 @@
 """The public face of cellwork changes only on purpose, and never leans on learnfeed."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import cellwork
+import cellwork.gateway
 
 SRC = Path(cellwork.__file__).parent
 
@@ -18,19 +21,69 @@ def test_exported_names_are_pinned():
         "FailedPrecondition",
         "Internal",
         "InvalidArgument",
+        "MalformedJson",
+        "MethodNotAllowed",
         "NoEndpoints",
         "NotFound",
+        "Overloaded",
+        "PayloadTooLarge",
         "PermissionDenied",
         "ResourceExhausted",
         "Service",
         "ServiceSettings",
         "Unauthenticated",
         "Unavailable",
+        "ValidationFailed",
         "__version__",
         "current_call",
     ]
     for name in cellwork.__all__:
         assert hasattr(cellwork, name), name
+
+
+def test_the_gateway_kits_exported_names_are_pinned():
+    assert sorted(cellwork.gateway.__all__) == [
+        "BodyLimit",
+        "Claims",
+        "ErrorBody",
+        "HttpMetrics",
+        "HttpServer",
+        "JwtCodec",
+        "JwtKeys",
+        "PortTaken",
+        "ReadinessCheck",
+        "RequestContext",
+        "TemplateRoute",
+        "TokenBucketLimiter",
+        "bearer_token",
+        "edge_middleware",
+        "error_body",
+        "error_response",
+        "error_responses",
+        "gather_parts",
+        "install_error_handlers",
+        "json_error",
+        "probe_routes",
+    ]
+    for name in cellwork.gateway.__all__:
+        assert hasattr(cellwork.gateway, name), name
+
+
+def test_the_platform_loads_without_fastapi():
+    """FastAPI is the application's choice: importing the platform, the HTTP edge
+    included, and building a Starlette edge app never loads it."""
+    script = (
+        "import sys, cellwork, cellwork.gateway, cellwork.service\n"
+        "from starlette.applications import Starlette\n"
+        "app = Starlette(routes=cellwork.gateway.probe_routes(),\n"
+        "    middleware=cellwork.gateway.edge_middleware(max_body_bytes=1, call_timeout=1))\n"
+        "cellwork.gateway.install_error_handlers(app)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastapi'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_platform_never_imports_the_application():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from nats.js.client import JetStreamContext
 
-from cellwork.errors import ResourceExhausted, Unavailable
+from cellwork.errors import Overloaded, Unavailable
 from cellwork.observability.logging import get_logger
 from cellwork.resilience.backoff import backoff
 
@@ -65,11 +65,15 @@ class Publisher:
         return int(ack.seq)
 
     def publish_soon(self, subject: str, payload: bytes, msg_id: str) -> None:
-        """Queue an event for the background task; raises ResourceExhausted when full."""
+        """Queue an event for the background task; raises Overloaded when the queue is full.
+
+        The queue fills only when the stream stops acknowledging; it frees no faster than
+        one publish timeout, which is the retry-after the error carries.
+        """
         try:
             self._queue.put_nowait(_Pending(subject, payload, msg_id))
         except asyncio.QueueFull:
-            raise ResourceExhausted("event queue is full") from None
+            raise Overloaded("event queue is full", retry_after=self._timeout) from None
 
     def start(self, js: JetStreamContext | None = None) -> None:
         """Start publishing what is queued, through ``js`` when given."""

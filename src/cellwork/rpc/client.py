@@ -161,7 +161,9 @@ class Client(Generic[StubT]):
                 if self._should_retry(code, unreached, idempotent, attempt, deadline):
                     tried.append(endpoint)
                     continue
-                raise error_for_status(code, exc.details() or code_name(code)) from None
+                raise error_for_status(
+                    code, exc.details() or code_name(code), exc.trailing_metadata()
+                ) from None
             finally:
                 stats.in_flight -= 1
             elapsed = time.perf_counter() - start

@@ -3,7 +3,8 @@
 The chain is data with fixed ends, in the order a call meets it:
 
     boundary (fixed, outer)   call context from metadata and deadline, metrics,
-                              logs, domain errors -> gRPC status
+                              logs, domain errors -> gRPC status and, on a
+                              failed call, the error trailer (cellwork.errors)
     *layers                   the service's own (bulkheads, auth, ...), in list order
     handler (fixed, inner)    the servicer method
 
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 from grpc import aio
 
-from cellwork.errors import CellworkError
+from cellwork.errors import CellworkError, error_trailers
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import RpcMetrics, code_name, server_metrics
 from cellwork.observability.tracing import TraceContext, continue_trace, new_trace
@@ -140,7 +141,10 @@ class ServerChain(_Interceptor):
                 return await inner(request, context)
             except CellworkError as exc:
                 code = code_name(exc.code)
-                await context.abort(exc.code, exc.message)
+                # The public code rides in the trailer of failed calls only, so the
+                # caller rebuilds the exact class (Overloaded, not just
+                # RESOURCE_EXHAUSTED) and a successful call pays nothing for it.
+                await context.abort(exc.code, exc.message, error_trailers(exc))
             except aio.AbortError:
                 code = code_name(context.code() or grpc.StatusCode.UNKNOWN)
                 raise

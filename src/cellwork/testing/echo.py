@@ -69,10 +69,14 @@ class EchoServicer(echo_pb2_grpc.EchoServicer):
         return await self.relay.echo(request.inner)
 
     async def Fail(self, request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
-        name = request.payload.decode(errors="replace")
+        """Raise the error class named by the payload, ``Name`` or ``Name:retry_after``
+        (``Overloaded:2.5``); a name that is no error class raises a plain bug."""
+        name, _, retry_after = request.payload.decode(errors="replace").partition(":")
         error = getattr(errors, name, None)
         if isinstance(error, type) and issubclass(error, errors.CellworkError):
-            raise error(f"echo raised {name}")
+            raise error(
+                f"echo raised {name}", retry_after=float(retry_after) if retry_after else None
+            )
         raise RuntimeError(f"unexpected failure {name!r}")
 
 

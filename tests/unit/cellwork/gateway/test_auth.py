@@ -1,15 +1,12 @@
-"""The HTTP edge kit's pure parts: JWT rules, token buckets, aggregation deadlines."""
+"""JWT rules: key ids and rotation, refused claims, bearer headers, remembered tokens."""
 
-import asyncio
 import time
 
 import jwt
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from cellwork import Unauthenticated
-from cellwork.gateway import JwtCodec, JwtKeys, TokenBucketLimiter, gather_parts
+from cellwork.gateway import JwtCodec, JwtKeys
 from cellwork.gateway.auth import bearer_token
 
 KEYS = JwtKeys.parse(
@@ -85,51 +82,6 @@ def test_bearer_header_parsing() -> None:
     for bad in (None, "", "Basic abc", "Bearer", "Bearer  "):
         with pytest.raises(Unauthenticated):
             bearer_token(bad)
-
-
-def test_a_bucket_allows_its_burst_then_refills_at_its_rate() -> None:
-    limiter = TokenBucketLimiter(rate=10, burst=5)
-    assert [limiter.try_acquire("u", now=0.0) for _ in range(5)] == [0.0] * 5
-    wait = limiter.try_acquire("u", now=0.0)
-    assert wait == pytest.approx(0.1)
-    assert limiter.try_acquire("u", now=0.1) == 0.0
-    assert limiter.try_acquire("other", now=0.1) == 0.0  # keys are independent
-
-
-@given(st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=200))
-def test_a_bucket_never_allows_more_than_burst_plus_rate_times_time(gaps: list[float]) -> None:
-    limiter = TokenBucketLimiter(rate=4, burst=3)
-    now, allowed = 0.0, 0
-    for gap in gaps:
-        now += gap
-        allowed += limiter.try_acquire("u", now=now) == 0.0
-    assert allowed <= 3 + 4 * now + 1e-9
-
-
-def test_the_limiter_forgets_the_least_recently_used_keys() -> None:
-    limiter = TokenBucketLimiter(rate=1, burst=1, max_keys=2)
-    for key in ("a", "b", "c"):
-        limiter.try_acquire(key, now=0.0)
-    assert limiter.try_acquire("a", now=0.0) == 0.0  # forgotten: a full bucket again
-    assert limiter.try_acquire("c", now=0.0) > 0.0
-
-
-async def test_parts_that_fail_or_miss_their_deadline_are_named_not_fatal() -> None:
-    async def fast() -> int:
-        return 1
-
-    async def slow() -> int:
-        await asyncio.sleep(5)
-        return 2
-
-    async def broken() -> int:
-        raise RuntimeError("down")
-
-    started = time.monotonic()
-    results, partial = await gather_parts({"a": fast, "b": slow, "c": broken}, deadline=0.1)
-    assert time.monotonic() - started < 1.0
-    assert results == {"a": 1}
-    assert partial == ["b", "c"]
 
 
 def test_a_remembered_token_still_expires() -> None:
