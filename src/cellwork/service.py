@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # SQLAlchemy and the HTTP edge load only in services that use
     from starlette.types import ASGIApp
 
     from cellwork.data.migrations import Migration
-    from cellwork.gateway.http import HttpServer
+    from cellwork.gateway.server import HttpServer
 
 StubT = TypeVar("StubT")
 ClientT = TypeVar("ClientT", bound=Client[Any])
@@ -271,7 +271,7 @@ class Service:
             await consumer.start()
             self._consumers.append(consumer)
         for app, http_port, options in self._http_specs:
-            from cellwork.gateway.http import HttpServer
+            from cellwork.gateway.server import HttpServer
 
             http = HttpServer(app, s.host, http_port, **options)
             self.http_servers.append(http)

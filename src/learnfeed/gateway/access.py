@@ -16,12 +16,6 @@ from cellwork import ResourceExhausted
 from cellwork.gateway import JwtCodec, TokenBucketLimiter, bearer_token
 
 
-class RateLimited(ResourceExhausted):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("too many requests")
-        self.retry_after = retry_after
-
-
 class Access:
     """Token checks and rate limits of the gateway's routes."""
 
@@ -33,19 +27,19 @@ class Access:
         self.per_client = per_client
 
     def user(self, request: Request) -> str:
-        """The caller's user id; raises Unauthenticated, or RateLimited over its limit."""
+        """The caller's user id; raises Unauthenticated, or ResourceExhausted over its limit."""
         claims = self.jwt.verify(bearer_token(request.headers.get("authorization")))
         wait = self.per_user.try_acquire(claims.sub)
         if wait > 0:
-            raise RateLimited(wait)
+            raise ResourceExhausted("too many requests", retry_after=wait)
         return claims.sub
 
     def client_address(self, request: Request) -> str:
-        """The client's address; raises RateLimited over its limit."""
+        """The client's address; raises ResourceExhausted over its limit."""
         address = request.client.host if request.client else "unknown"
         wait = self.per_client.try_acquire(address)
         if wait > 0:
-            raise RateLimited(wait)
+            raise ResourceExhausted("too many requests", retry_after=wait)
         return address
 
 

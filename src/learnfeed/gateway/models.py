@@ -97,15 +97,6 @@ class Accepted(BaseModel):
     accepted: bool
 
 
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
 class FeedQuery(BaseModel):
     """GET /v1/feed's query; the same model documents the route and validates it."""
 

@@ -8,15 +8,12 @@ import time
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cellwork import Service, ServiceSettings, Unauthenticated
-from cellwork.gateway import JwtCodec, bearer_token
+from cellwork.gateway import JwtCodec, bearer_token, install_error_handlers, probe_routes
 from cellwork.observability import get_logger
 from learnfeed.push.hub import FRAMES, Hub
 from learnfeed.settings import LearnfeedSettings
@@ -110,26 +107,14 @@ def build_app(hub: Hub, jwt: JwtCodec, idle_timeout: float) -> Starlette:
             if joined:
                 await hub.leave(claims.sub, ws)
 
-    async def healthz(_: Request) -> Response:
-        return Response(b'{"status":"ok"}', media_type="application/json")
-
-    async def readyz(_: Request) -> Response:
-        ready = hub.ready
-        return Response(
-            orjson.dumps({"ready": ready}), 200 if ready else 503, media_type="application/json"
-        )
-
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return Starlette(
+    app = Starlette(
         routes=[
             WebSocketRoute("/v1/stream", stream),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
+            *probe_routes(lambda: {"nats": hub.ready}),
         ]
     )
+    install_error_handlers(app)
+    return app
 
 
 def create_service(settings: ServiceSettings) -> Service:

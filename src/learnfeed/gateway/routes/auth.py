@@ -8,9 +8,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from cellwork import (
+    AlreadyExists,
+    DeadlineExceeded,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from cellwork.gateway import error_responses
 from learnfeed.gateway import models
 from learnfeed.gateway.access import Caller
-from learnfeed.gateway.openapi import errors
+from learnfeed.gateway.openapi import BODY
 from learnfeed.gateway.render import tokens_response
 from learnfeed.v1 import identity_pb2
 from learnfeed.v1.identity_client import IdentityClient
@@ -48,7 +56,9 @@ class AuthRoutes:
             methods=["POST"],
             status_code=201,
             response_model=models.Tokens,
-            responses=errors(400, 409, 413, 422, 429, 503, 504),
+            responses=error_responses(
+                *BODY, AlreadyExists, ResourceExhausted, Unavailable, DeadlineExceeded
+            ),
         )
         for path, endpoint in (("/v1/auth/login", self.login), ("/v1/auth/refresh", self.refresh)):
             router.add_api_route(
@@ -56,6 +66,8 @@ class AuthRoutes:
                 endpoint,
                 methods=["POST"],
                 response_model=models.Tokens,
-                responses=errors(400, 401, 413, 422, 429, 503, 504),
+                responses=error_responses(
+                    *BODY, Unauthenticated, ResourceExhausted, Unavailable, DeadlineExceeded
+                ),
             )
         return router

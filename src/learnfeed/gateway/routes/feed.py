@@ -15,13 +15,13 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cellwork import NotFound
-from cellwork.gateway import TemplateRoute, json_error
+from cellwork import InvalidArgument, NotFound, ValidationFailed
+from cellwork.gateway import TemplateRoute, error_responses
 from learnfeed.gateway import models
 from learnfeed.gateway.access import Access, User
 from learnfeed.gateway.feeds import FeedPages
 from learnfeed.gateway.items import Items
-from learnfeed.gateway.openapi import AUTHED, errors
+from learnfeed.gateway.openapi import AUTHED
 from learnfeed.gateway.render import JSON
 
 ItemId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -44,7 +44,7 @@ class FeedRoutes:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            return json_error(422, "validation_failed", f"query.{where}: {first['msg']}")
+            raise ValidationFailed(f"query.{where}: {first['msg']}") from None
         return await self.pages.response(request, user, query.limit, query.cursor)
 
     async def documented_feed(
@@ -71,13 +71,16 @@ class FeedRoutes:
             self.documented_feed,
             methods=["GET"],
             response_model=models.FeedOut,
-            responses={**errors(*AUTHED, 400, 422), 304: {"description": "not modified"}},
+            responses={
+                **error_responses(*AUTHED, InvalidArgument, ValidationFailed),
+                304: {"description": "not modified"},
+            },
         )
         router.add_api_route(
             "/v1/items/{item_id}",
             self.item,
             methods=["GET"],
             response_model=models.ItemOut,
-            responses=errors(*AUTHED, 404, 422),
+            responses=error_responses(*AUTHED, NotFound, ValidationFailed),
         )
         return router

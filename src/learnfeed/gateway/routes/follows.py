@@ -8,10 +8,11 @@ from fastapi import APIRouter, Path
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cellwork import CellworkError, NotFound
+from cellwork import CellworkError, NotFound, ValidationFailed
+from cellwork.gateway import error_responses
 from cellwork.observability import get_logger
 from learnfeed.gateway.access import User
-from learnfeed.gateway.openapi import AUTHED, errors
+from learnfeed.gateway.openapi import AUTHED
 from learnfeed.v1 import catalog_pb2, feed_pb2, identity_pb2
 from learnfeed.v1.catalog_client import CatalogClient
 from learnfeed.v1.feed_client import FeedClient
@@ -59,6 +60,6 @@ class FollowRoutes:
             self.follow,
             methods=["POST", "DELETE"],
             status_code=204,
-            responses=errors(*AUTHED, 404, 422),
+            responses=error_responses(*AUTHED, NotFound, ValidationFailed),
         )
         return router

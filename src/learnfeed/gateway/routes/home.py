@@ -8,11 +8,12 @@ import orjson
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from cellwork.gateway import gather_parts
+from cellwork import NotFound
+from cellwork.gateway import error_responses, gather_parts
 from learnfeed.gateway import models
 from learnfeed.gateway.access import User
 from learnfeed.gateway.feeds import FeedPages
-from learnfeed.gateway.openapi import AUTHED, errors
+from learnfeed.gateway.openapi import AUTHED
 from learnfeed.gateway.render import JSON, profile_json
 from learnfeed.v1 import identity_pb2
 from learnfeed.v1.identity_client import IdentityClient
@@ -60,13 +61,13 @@ class HomeRoutes:
             self.me,
             methods=["GET"],
             response_model=models.Profile,
-            responses=errors(*AUTHED, 404),
+            responses=error_responses(*AUTHED, NotFound),
         )
         router.add_api_route(
             "/v1/home",
             self.home,
             methods=["GET"],
             response_model=models.HomeOut,
-            responses=errors(*AUTHED),
+            responses=error_responses(*AUTHED),
         )
         return router

@@ -11,11 +11,12 @@ from starlette.responses import Response
 
 from cellwork import NotFound
 from cellwork.events import Publisher
+from cellwork.gateway import error_responses
 from learnfeed import contract
 from learnfeed.gateway import models
 from learnfeed.gateway.access import User
 from learnfeed.gateway.items import Items
-from learnfeed.gateway.openapi import AUTHED, errors
+from learnfeed.gateway.openapi import AUTHED, BODY
 from learnfeed.gateway.render import JSON
 from learnfeed.v1 import events_pb2
 
@@ -53,6 +54,6 @@ class InteractionRoutes:
             methods=["POST"],
             status_code=202,
             response_model=models.Accepted,
-            responses=errors(*AUTHED, 400, 404, 413, 422),
+            responses=error_responses(*AUTHED, *BODY, NotFound),
         )
         return router
