@@ -3,19 +3,27 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-dev
+APP_STAMP := $(VENV)/.installed-learnfeed
 PROTOS := $(shell find proto -name '*.proto')
 
 .PHONY: up test lint typecheck proto proto-check unit integration e2e bench image clean
+
+# The platform and learnfeed for `make up`; with the dev tools for everything else.
+$(APP_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[learnfeed]'
+	touch $(APP_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(APP_STAMP)
 
 ## make up: start the learnfeed cell in the foreground with demo data; Ctrl-C drains it.
-up: $(STAMP)
+up: $(APP_STAMP)
 	$(BIN)/cellwork up -f src/learnfeed/cell.yaml --demo
 
 ## make test: lint, type-check, check generated stubs, run the whole suite.

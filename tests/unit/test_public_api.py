@@ -136,3 +136,34 @@ def test_the_application_uses_only_the_platforms_public_packages():
             if module.split(".")[0] == "cellwork" and module not in public:
                 offenders.append(f"{path.name}: {module}")
     assert offenders == []
+
+
+def test_the_platform_needs_none_of_the_applications_dependencies():
+    """What only learnfeed uses is its extra (``pip install cellwork[learnfeed]``): the
+    platform's own modules never import it."""
+    import tomllib
+
+    project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["project"]
+    extra = project["optional-dependencies"]["learnfeed"]
+    # distribution name -> the module it installs
+    modules = {"argon2-cffi": "argon2", "numpy": "numpy", "fastapi": "fastapi"}
+    names = {modules[req.split(">")[0].split("=")[0].strip()] for req in extra}
+    assert names == {"argon2", "numpy", "fastapi"}
+    assert not any(
+        req.split(">")[0].split("=")[0].strip() in modules for req in project["dependencies"]
+    )
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        # Module-level imports only: the gateway kit answers FastAPI's validation errors,
+        # importing FastAPI inside a function, only where an application has loaded it.
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found = [node.module]
+            else:
+                continue
+            offenders += [
+                f"{path.relative_to(SRC)}: {name}" for name in found if name.split(".")[0] in names
+            ]
+    assert offenders == []
