@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from cellwork.resilience.backoff import backoff_ceiling
+
 
 @dataclass(frozen=True, slots=True)
 class EjectionPolicy:
@@ -22,9 +24,12 @@ class EjectionPolicy:
     max_seconds: float = 30.0
 
     def backoff(self, ejections: int) -> float:
-        """Seconds the ``ejections``-th consecutive ejection lasts (doubling, capped)."""
-        exponent = min(max(ejections - 1, 0), 30)
-        return min(self.base_seconds * (2.0**exponent), self.max_seconds)
+        """Seconds the ``ejections``-th consecutive ejection lasts (doubling, capped).
+
+        The ceiling of the shared back-off, without jitter: an ejection drawn near zero
+        would send calls straight back to an endpoint that just refused two.
+        """
+        return backoff_ceiling(ejections, base=self.base_seconds, cap=self.max_seconds)
 
 
 @dataclass(slots=True)

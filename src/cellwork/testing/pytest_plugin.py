@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from cellwork.config.settings import ServiceSettings
 from cellwork.discovery.registry import Registry
 from cellwork.events.connection import connect_nats
 from cellwork.runtime.nats_server import NatsServer
@@ -22,9 +23,10 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 @pytest_asyncio.fixture
 async def registry(nats_server: NatsServer) -> AsyncIterator[Registry]:
-    """The registry bucket on ``nats_server``, with a 3 s TTL."""
+    """The registry bucket on ``nats_server``, named and timed as services' settings say."""
+    settings = ServiceSettings(nats_url=nats_server.url)
     nc = await connect_nats(nats_server.url, name="test-registry")
     try:
-        yield await Registry.open(nc, "cellwork_registry", 3.0)
+        yield await Registry.open(nc, settings.registry_bucket, settings.registry_ttl)
     finally:
         await nc.close()
