@@ -15,14 +15,24 @@ from prometheus_client.exposition import start_http_server
 
 from cellwork.observability.requests import InFlight, RequestMetrics
 
+# The names every cellwork instance registers: the constructors below take them from
+# here, and tests/unit/test_readme.py reads them to hold README's table to the code.
 RPC_SERVER_REQUESTS = "cellwork_rpc_server_requests_total"
 RPC_SERVER_DURATION = "cellwork_rpc_server_duration_seconds"
 RPC_SERVER_IN_FLIGHT = "cellwork_rpc_server_in_flight"
 RPC_CLIENT_REQUESTS = "cellwork_rpc_client_requests_total"
 RPC_CLIENT_DURATION = "cellwork_rpc_client_duration_seconds"
-RPC_CLIENT_RETRIES = "cellwork_rpc_client_retries_total"
 BALANCER_EJECTIONS = "cellwork_balancer_ejections_total"
 BALANCER_ENDPOINTS = "cellwork_balancer_endpoints"
+HTTP_REQUESTS = "cellwork_http_requests_total"
+HTTP_DURATION = "cellwork_http_duration_seconds"
+
+# Each side of RPC's names, by side: what RpcMetrics looks up. The client side has no
+# in-flight gauge (an empty name registers none): the client counts calls in flight per
+# endpoint for its balancer, and nothing would ever set a per-method gauge.
+_RPC_REQUESTS = {"server": RPC_SERVER_REQUESTS, "client": RPC_CLIENT_REQUESTS}
+_RPC_DURATION = {"server": RPC_SERVER_DURATION, "client": RPC_CLIENT_DURATION}
+_RPC_IN_FLIGHT = {"server": RPC_SERVER_IN_FLIGHT, "client": ""}
 
 # Buckets from 0.5 ms to 10 s: an in-cell hop is sub-millisecond, a slow one seconds.
 LATENCY_BUCKETS = (
@@ -38,21 +48,21 @@ def code_name(code: grpc.StatusCode) -> str:
 
 
 class RpcMetrics:
-    """Request counters, duration histograms and in-flight gauges of one side of RPC.
+    """Request counters and duration histograms of one side of RPC (and server in-flight).
 
     Recorded through ``RequestMetrics`` (a collector): an observation costs well
     under a microsecond, where prometheus-client's labelled children cost several.
     """
 
     def __init__(self, side: str, registry: CollectorRegistry = REGISTRY) -> None:
-        if side not in ("server", "client"):
+        if side not in _RPC_REQUESTS:
             raise ValueError(f"side must be server or client, not {side!r}")
         self._metrics = RequestMetrics(
-            requests=f"cellwork_rpc_{side}_requests_total",
+            requests=_RPC_REQUESTS[side],
             requests_help=f"RPCs handled ({side} side) by final status code.",
-            duration=f"cellwork_rpc_{side}_duration_seconds",
+            duration=_RPC_DURATION[side],
             duration_help=f"RPC duration ({side} side) in seconds.",
-            in_flight=f"cellwork_rpc_{side}_in_flight",
+            in_flight=_RPC_IN_FLIGHT[side],
             in_flight_help=f"RPCs in progress ({side} side).",
             labels=("service", "method"),
             outcome_labels=("code",),
@@ -61,7 +71,8 @@ class RpcMetrics:
         )
 
     def in_flight(self, service: str, method: str) -> InFlight:
-        """Return the in-flight count of a method (``inc()`` / ``dec()``)."""
+        """Return the in-flight count of a method (``inc()`` / ``dec()``); scraped on the
+        server side only."""
         return self._metrics.in_flight((service, method))
 
     def observe(self, service: str, method: str, code: str, seconds: float) -> None:
@@ -104,7 +115,7 @@ def balancer_metrics() -> tuple[Counter, Gauge]:
         if _balancer_metrics is None:
             _balancer_metrics = (
                 Counter(
-                    "cellwork_balancer_ejections",
+                    BALANCER_EJECTIONS,
                     "Endpoints ejected after consecutive connection failures.",
                     ["service"],
                 ),
@@ -126,9 +137,9 @@ def http_metrics() -> RequestMetrics:
     with _lock:
         if _http_metrics is None:
             _http_metrics = RequestMetrics(
-                requests="cellwork_http_requests_total",
+                requests=HTTP_REQUESTS,
                 requests_help="HTTP requests answered, by route template, method and status.",
-                duration="cellwork_http_duration_seconds",
+                duration=HTTP_DURATION,
                 duration_help="Time to answer an HTTP request, by route template.",
                 labels=("route",),
                 outcome_labels=("method", "status"),
