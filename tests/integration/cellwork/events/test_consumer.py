@@ -1,92 +1,54 @@
-"""Events on a real nats-server: dedupe ids, consumer groups, redelivery, dead letters."""
+"""Durable consumers on a real nats-server: consumer groups, redelivery, dead letters."""
 
 import asyncio
 
-import pytest
-
-from cellwork import Overloaded
-from cellwork.events import (
-    DEAD_LETTER_STREAM,
-    Consumer,
-    Delivery,
-    Publisher,
-    StreamSpec,
-    ensure_streams,
-)
-from cellwork.events.connection import connect_nats
-
-SPEC = StreamSpec("ORDERS", ("orders.*",), duplicate_window=60)
-
-
-@pytest.fixture
-async def js(nats_server):
-    nc = await connect_nats(nats_server.url, name="test-events")
-    js = nc.jetstream()
-    await ensure_streams(js, (SPEC,))
-    yield js
-    await nc.close()
-
-
-async def wait_for(predicate, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling a plain predicate
-            await asyncio.sleep(0.02)
-
-
-async def test_a_publish_retried_with_the_same_id_is_stored_once(js) -> None:
-    publisher = Publisher(js)
-    first = await publisher.publish("orders.new", b"1", msg_id="order-1")
-    again = await publisher.publish("orders.new", b"1", msg_id="order-1")
-    await publisher.publish("orders.new", b"2", msg_id="order-2")
-    assert first == again
-    assert (await js.stream_info("ORDERS")).state.messages == 2
-
-
-async def test_queued_publishes_all_arrive_and_drain_flushes_them(js) -> None:
-    publisher = Publisher(js, batch=32)
-    publisher.start()
-    for n in range(500):
-        publisher.publish_soon("orders.new", str(n).encode(), msg_id=f"q-{n}")
-    await publisher.drain(5)
-    assert (await js.stream_info("ORDERS")).state.messages == 500
-    assert publisher.failed == 0
-
-
-async def test_a_full_queue_is_an_overload_with_the_publish_timeout_as_retry_after(js) -> None:
-    publisher = Publisher(js, queue_size=2, timeout=3.0)  # not started: nothing drains it
-    publisher.publish_soon("orders.new", b"1", msg_id="full-1")
-    publisher.publish_soon("orders.new", b"2", msg_id="full-2")
-    with pytest.raises(Overloaded) as full:
-        publisher.publish_soon("orders.new", b"3", msg_id="full-3")
-    assert full.value.retry_after == 3.0
-    assert full.value.http_status == 503 and full.value.error_code == "overloaded"
+from cellwork.events import DEAD_LETTER_STREAM, Consumer, Delivery, Publisher
+from tests.waiting import BOUND, wait_until
 
 
 async def test_instances_on_one_durable_share_the_work_each_message_once(js) -> None:
     seen: dict[str, list[bytes]] = {"a": [], "b": []}
+    started = {"a": asyncio.Event(), "b": asyncio.Event()}
 
-    def handler(name: str):
+    def handler(name: str, other: str):
         async def handle(d: Delivery) -> None:
-            await asyncio.sleep(0.001)
             seen[name].append(d.data)
+            started[name].set()
+            # Hold the first messages until the other instance has one too: it can only
+            # get one while this one is busy if the durable hands work to both.
+            await asyncio.wait_for(started[other].wait(), BOUND)
 
         return handle
 
     consumers = [
         Consumer(
-            js, stream="ORDERS", durable="workers", subject="orders.*", handler=handler(n), batch=8
+            js,
+            stream="ORDERS",
+            durable="workers",
+            subject="orders.*",
+            handler=handler(name, other),
+            batch=8,
         )
-        for n in ("a", "b")
+        for name, other in (("a", "b"), ("b", "a"))
     ]
     for c in consumers:
         await c.start()
     publisher = Publisher(js)
     for n in range(200):
         await publisher.publish("orders.new", str(n).encode(), msg_id=f"g-{n}")
-    await wait_for(lambda: len(seen["a"]) + len(seen["b"]) >= 200)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(seen["a"]) + len(seen["b"]) >= 200, "200 deliveries")
     for c in consumers:
-        await c.drain(2)
+        await c.drain(BOUND)
+
+    # The server's own count: every message delivered once and acked, none redelivered
+    # (a redelivery would come after ack_wait, long after this; the server knows now).
+    async def all_acked() -> bool:
+        info = await js.consumer_info("ORDERS", "workers")
+        return bool(info.num_ack_pending == 0)
+
+    await wait_until(all_acked, "every delivery acked")
+    info = await js.consumer_info("ORDERS", "workers")
+    assert info.delivered.stream_seq == 200 and info.num_redelivered == 0
     everything = seen["a"] + seen["b"]
     assert sorted(everything, key=int) == [str(n).encode() for n in range(200)]
     assert seen["a"] and seen["b"]
@@ -104,8 +66,8 @@ async def test_a_failing_handler_is_retried_then_dead_lettered(js) -> None:
     )
     await consumer.start()
     await Publisher(js).publish("orders.bad", b"poison", msg_id="bad-1")
-    await wait_for(lambda: consumer.dead_lettered == 1, timeout=10)
-    await consumer.drain(1)
+    await wait_until(lambda: consumer.dead_lettered == 1, "the message to be dead-lettered")
+    await consumer.drain(BOUND)
     assert attempts == [1, 2, 3]
     dead = await js.get_last_msg(DEAD_LETTER_STREAM, "deadletter.ORDERS.strict")
     assert dead.data == b"poison"
@@ -128,7 +90,7 @@ async def test_a_message_whose_work_did_not_finish_is_delivered_again(js) -> Non
     )
     await first.start()
     await Publisher(js).publish("orders.new", b"x", msg_id="slow-1")
-    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(started.wait(), BOUND)
     await first.close()  # killed mid-work: nothing was acked
     release.set()
 
@@ -139,6 +101,6 @@ async def test_a_message_whose_work_did_not_finish_is_delivered_again(js) -> Non
         js, stream="ORDERS", durable="slow", subject="orders.*", handler=record, ack_wait=1.0
     )
     await second.start()
-    await wait_for(lambda: done, timeout=5)
-    await second.drain(1)
+    await wait_until(lambda: done, "the message to be delivered again")
+    await second.drain(BOUND)
     assert done == [2]
