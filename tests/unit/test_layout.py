@@ -15,6 +15,7 @@ WHOLE_PROJECT = {
     "unit/test_layout.py": "this file: the layout of tests/",
     "unit/test_public_api.py": "cellwork's public face and what may import what",
     "unit/test_readme.py": "README's tables against the code",
+    "unit/test_skip_policy.py": "the suite's own skip policy (tests/conftest.py)",
     "unit/learnfeed/test_architecture.py": "rules across all of learnfeed's services",
     "integration/learnfeed/test_shared_database.py": "every service's store in one database",
 }
