@@ -26,9 +26,15 @@ $(STAMP): pyproject.toml
 up: $(APP_STAMP)
 	$(BIN)/cellwork up -f src/learnfeed/cell.yaml --demo
 
-## make test: lint, type-check, check generated stubs, run the whole suite.
-test: $(STAMP) proto-check lint typecheck
+## make test: install the deployment tests' tools, lint, type-check, check generated stubs,
+## run the whole suite (every skip is listed with its reason; with CI=true a skip fails it).
+test: $(STAMP) test-tools proto-check lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
+
+## make test-tools: install the Debian packages tests/deploy uses, or say which are missing.
+.PHONY: test-tools
+test-tools:
+	tests/tools.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -4,7 +4,10 @@ into infrastructure or into another service's package."""
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
+
+import pytest
 
 import learnfeed
 
@@ -114,6 +117,21 @@ def test_no_start_hook_fills_in_a_collaborator():
             if (hook and _assigns_attributes(node)) or root_with_closures:
                 offenders.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
     assert offenders == []
+
+
+# The services with a database of their own: a store module beside their service.
+STORED = tuple(s for s in SERVICES if (SRC / s / "store.py").exists())
+
+
+def test_the_services_with_a_store_are_found() -> None:
+    assert {"catalog", "feed", "identity", "recommender"} <= set(STORED)
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_a_store_records_its_migrations_under_its_services_name(name: str) -> None:
+    store = importlib.import_module(f"learnfeed.{name}.store")
+    service = importlib.import_module(f"learnfeed.{name}.service")
+    assert store.SERVICE_NAME == service.SERVICE_NAME
 
 
 def test_the_checks_above_see_what_they_look_for():

@@ -4,7 +4,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -15,7 +14,9 @@ from starlette.routing import Route
 
 from cellwork.gateway import HttpServer, PortTaken
 from cellwork.testing import free_port
+from tests.waiting import BOUND, wait_until
 
+# Another process listening on the port; it holds it until the test kills it.
 LISTEN = """
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -23,12 +24,11 @@ s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); print("ready", flush=True);
 """
 
 
-async def slow(request: Request) -> PlainTextResponse:
-    await asyncio.sleep(float(request.query_params.get("s", "0")))
-    return PlainTextResponse("done")
+async def hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("hello")
 
 
-APP = Starlette(routes=[Route("/", slow)])
+APP = Starlette(routes=[Route("/", hello)])
 
 
 def listener(port: int, **env: str) -> subprocess.Popen:
@@ -73,20 +73,34 @@ async def test_a_sibling_instance_shares_the_port(cell_env) -> None:
 
 
 async def test_drain_finishes_the_request_in_flight_and_refuses_new_ones(cell_env) -> None:
-    arrived = asyncio.Event()
+    arrived, release = asyncio.Event(), asyncio.Event()
 
-    async def slow_after_arrival(request: Request) -> PlainTextResponse:
+    async def held(request: Request) -> PlainTextResponse:
         arrived.set()
-        return await slow(request)
+        await release.wait()
+        return PlainTextResponse("done")
 
-    server = HttpServer(Starlette(routes=[Route("/", slow_after_arrival)]), "127.0.0.1", 0)
+    server = HttpServer(Starlette(routes=[Route("/", held)]), "127.0.0.1", 0)
     port = await server.start()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        in_flight = asyncio.create_task(client.get("/", params={"s": "0.5"}))
-        await asyncio.wait_for(arrived.wait(), 10)
-        started = time.monotonic()
-        await server.drain(5)
+
+    async def refused() -> bool:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return True
+        writer.close()
+        await writer.wait_closed()
+        return False
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=BOUND) as client:
+        in_flight = asyncio.create_task(client.get("/"))
+        await asyncio.wait_for(arrived.wait(), BOUND)
+        # Drain for far longer than the test may take: it must end when the request does.
+        draining = asyncio.create_task(server.drain(10 * BOUND))
+        await wait_until(refused, "new connections to be refused")
+        assert not in_flight.done()  # still held, though nothing new is let in
+        release.set()
         assert (await in_flight).text == "done"
-        assert time.monotonic() - started < 3
+        await asyncio.wait_for(draining, BOUND)
         with pytest.raises(httpx.ConnectError):
             await client.get("/")

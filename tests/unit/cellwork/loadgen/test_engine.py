@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from cellwork.loadgen import LoadConfig, LoadgenError, LoadRun, Outcome, RunContext, Scenario
-
-BOUND = 30.0  # seconds a condition gets before a test gives up on it
+from tests.waiting import wait_until
 
 
 @dataclass
@@ -42,13 +41,6 @@ class Recorded(Scenario[Log]):
 
     def sections(self, state: Log):
         return {"log": {"performed": state.performed, "events": len(state.events)}}
-
-
-async def wait_for(condition, what: str) -> None:
-    async with asyncio.timeout(BOUND):
-        while not condition():  # noqa: ASYNC110 - polling the run's counters
-            await asyncio.sleep(0.005)
-    assert condition(), what
 
 
 async def test_every_planned_request_is_sent_counted_and_answered_before_the_tear_down():
@@ -96,7 +88,7 @@ async def test_requests_due_while_the_in_flight_bound_is_full_are_dropped_not_de
     run = LoadRun(LoadConfig(rate=100, duration=0.2, max_in_flight=3), Stuck())
     task = asyncio.create_task(run.run())
     stats = run.stats
-    await wait_for(
+    await wait_until(
         lambda: stats.planned and stats.sent + stats.dropped == stats.planned,
         "every planned request was sent or dropped",
     )
@@ -112,7 +104,8 @@ async def test_a_client_that_stalled_is_inconclusive_and_its_latencies_count_fro
         async def perform(self, state: Log) -> Outcome:
             state.performed += 1
             if state.performed == 1:
-                # The client's own loop stalls: nothing else is sent meanwhile.
+                # The client's own loop stalls: nothing else is sent meanwhile. Blocking
+                # the loop is the behaviour under test here, not a wait for something.
                 time.sleep(0.2)  # noqa: ASYNC251
             return Outcome("read")
 

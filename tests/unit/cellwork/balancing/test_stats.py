@@ -1,17 +1,9 @@
-import random
-from dataclasses import dataclass
+"""An endpoint's latency estimate, cost and ejection back-off, on a clock passed in."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cellwork.balancing.policy import PowerOfTwoChoices, RoundRobin, make_policy
 from cellwork.balancing.stats import EjectionPolicy, EndpointStats
-
-
-@dataclass
-class Candidate:
-    name: str
-    stats: EndpointStats
 
 
 def test_slower_answers_raise_the_estimate_at_once():
@@ -34,40 +26,6 @@ def test_cost_grows_with_in_flight_calls():
     base = stats.cost(0.0)
     stats.in_flight = 3
     assert stats.cost(0.0) == 4 * base
-
-
-def test_p2c_picks_the_cheaper_of_two():
-    cheap = Candidate("cheap", EndpointStats(initial_latency=0.001))
-    dear = Candidate("dear", EndpointStats(initial_latency=0.050))
-    policy = PowerOfTwoChoices(random.Random(1))
-    assert all(policy.choose([cheap, dear], 0.0) is cheap for _ in range(100))
-
-
-def test_p2c_never_picks_the_costliest_of_three():
-    candidates = [
-        Candidate(str(i), EndpointStats(initial_latency=0.001 * (i + 1))) for i in range(3)
-    ]
-    policy = PowerOfTwoChoices(random.Random(7))
-    picks = [policy.choose(candidates, 0.0).name for _ in range(3000)]
-    assert picks.count("2") == 0
-    assert picks.count("0") > picks.count("1") > 0
-
-
-def test_round_robin_is_fair():
-    candidates = [Candidate(str(i), EndpointStats()) for i in range(3)]
-    policy = make_policy("round_robin")
-    assert isinstance(policy, RoundRobin)
-    picks = [policy.choose(candidates, 0.0).name for _ in range(300)]
-    assert {n: picks.count(n) for n in "012"} == {"0": 100, "1": 100, "2": 100}
-
-
-def test_unknown_policy_is_refused():
-    try:
-        make_policy("random-ish")
-    except ValueError as exc:
-        assert "random-ish" in str(exc)
-    else:
-        raise AssertionError("expected ValueError")
 
 
 def test_endpoint_is_ejected_after_n_consecutive_failures_only():

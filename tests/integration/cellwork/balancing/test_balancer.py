@@ -7,12 +7,13 @@ import time
 import pytest
 
 from cellwork.balancing import EjectionPolicy
-from cellwork.discovery import InstanceInfo
+from cellwork.discovery import InstanceInfo, InstanceStatus
 from cellwork.rpc.client import connect_client
 from cellwork.runtime.nats_server import free_port
 from cellwork.testing import start_service
 from cellwork.testing.echo import EchoSettings, create_service, echo_stub
 from cellwork.testing.v1 import echo_pb2
+from tests.waiting import BOUND, wait_until
 
 
 async def spread(client, calls: int, concurrency: int = 8, idempotent=False):
@@ -105,24 +106,21 @@ async def test_an_instance_refusing_connections_is_ejected_and_no_call_fails(reg
         await client.close()
 
 
-async def test_a_new_instance_gets_traffic_within_one_second_of_registering(registry, echoes):
+async def test_a_new_instance_gets_a_share_of_the_calls_once_registered(registry, echoes):
     await echoes("old")
     client = await connect_client(registry, "echo", echo_stub)
     try:
         await client.balancer.wait_for_endpoints(1)
         await echoes("new")
-        registered = time.monotonic()
-        while True:
-            reply = await client.call("Echo", echo_pb2.EchoRequest())
-            if reply.instance_id == "new":
-                break
-            assert time.monotonic() - registered < 1.0, "new instance got no call within 1 s"
-            await asyncio.sleep(0.01)
+        await client.balancer.wait_for_endpoints(2, timeout=BOUND)
+        counts, failures = await spread(client, 200)
+        assert failures == 0
+        assert counts["new"] > 0 and counts["old"] > 0, counts
     finally:
         await client.close()
 
 
-async def test_an_instance_whose_heartbeat_stops_gets_no_calls_within_three_seconds(
+async def test_an_instance_whose_heartbeat_stops_leaves_the_balancer_and_gets_no_calls(
     registry, echoes
 ):
     await echoes("steady")
@@ -131,12 +129,12 @@ async def test_an_instance_whose_heartbeat_stops_gets_no_calls_within_three_seco
     try:
         await client.balancer.wait_for_endpoints(2)
         # Silence the ghost's heartbeat while it still answers: no call will fail,
-        # only the registry can tell the balancer it is gone.
+        # only the registry can tell the balancer it is gone (after its 3 s TTL).
         ghost.registration._task.cancel()
-        silenced = time.monotonic()
-        while any(e.info.instance_id == "ghost" for e in client.balancer.endpoints):
-            assert time.monotonic() - silenced < 3.0, "ghost still a candidate after 3 s"
-            await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: not any(e.info.instance_id == "ghost" for e in client.balancer.endpoints),
+            "the ghost to leave the balancer",
+        )
         counts, failures = await spread(client, 100)
         assert failures == 0 and counts == {"steady": 100}
     finally:
@@ -144,15 +142,17 @@ async def test_an_instance_whose_heartbeat_stops_gets_no_calls_within_three_seco
 
 
 async def test_draining_instances_get_no_new_calls(registry, echoes):
-    from cellwork.discovery import InstanceStatus
-
     await echoes("stays")
     leaving = await echoes("leaving")
     client = await connect_client(registry, "echo", echo_stub)
     try:
         await client.balancer.wait_for_endpoints(2)
         await leaving.registration.set_status(InstanceStatus.DRAINING)
-        await asyncio.sleep(0.3)
+
+        def serving() -> list[str]:
+            return [e.info.instance_id for e in client.balancer.endpoints if e.serving]
+
+        await wait_until(lambda: serving() == ["stays"], "the balancer to see it draining")
         counts, failures = await spread(client, 100)
         assert failures == 0 and counts == {"stays": 100}
     finally:

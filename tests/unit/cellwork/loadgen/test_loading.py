@@ -1,4 +1,5 @@
-"""``cellwork loadgen``'s command line: a bad scenario or option is a usage error (exit 2)."""
+"""Loading a scenario through ``cellwork loadgen``: a bad module, factory or option is a usage
+error (exit 2) that says why."""
 
 import importlib
 import os

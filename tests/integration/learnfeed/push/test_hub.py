@@ -3,13 +3,13 @@ subscriptions follow the sockets, and the socket bounds hold."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from cellwork.events import Fanout, connect_nats
 from learnfeed import contract
 from learnfeed.push.hub import Hub
 from learnfeed.v1 import events_pb2
+from tests.waiting import wait_until
 
 
 class Socket:
@@ -38,9 +38,7 @@ async def test_feed_ready_reaches_the_users_sockets_only(nats_server) -> None:
         ready = events_pb2.FeedReady(user_id="alice", version=7).SerializeToString()
         await publisher.publish(contract.feed_ready("alice"), ready)
         await publisher.flush()
-        async with asyncio.timeout(5):
-            while not (a1.frames and a2.frames):  # noqa: ASYNC110 - polling the fakes
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: a1.frames and a2.frames, "both of alice's sockets to hear")
         assert a1.frames == a2.frames == [{"type": "feed.ready", "version": 7}]
         assert b1.frames == []
 
@@ -51,9 +49,9 @@ async def test_feed_ready_reaches_the_users_sockets_only(nats_server) -> None:
         to_bob = events_pb2.FeedReady(user_id="bob", version=8).SerializeToString()
         await publisher.publish(contract.feed_ready("bob"), to_bob)
         await publisher.flush()
-        async with asyncio.timeout(5):  # bob's frame was sent after alice's
-            while not b1.frames:  # noqa: ASYNC110 - polling the fakes
-                await asyncio.sleep(0.01)
+        # Bob's frame was published after alice's, on the same connection: once it has
+        # arrived, alice's would have too, had her sockets still been subscribed.
+        await wait_until(lambda: b1.frames, "bob's socket to hear")
         assert len(a1.frames) == 1  # unsubscribed with the last socket
         await hub.leave("alice", a1)  # leaving twice changes nothing
         assert hub.open == 1

@@ -1,5 +1,5 @@
-"""One behaviour suite for learnfeed's stores, run on every database they support:
-a SQLite file (the default) and the PostgreSQL server of the machine."""
+"""Identity's store on every database it supports: a SQLite file (the default) and the
+PostgreSQL server of the machine."""
 
 from __future__ import annotations
 
@@ -10,39 +10,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cellwork import AlreadyExists, NotFound, Unauthenticated
-from learnfeed.catalog.demo import demo_catalog
-from learnfeed.catalog.store import CatalogStore
-from learnfeed.feed.store import FeedStore
 from learnfeed.identity.store import IdentityStore, User
-from learnfeed.recommender.store import RecommenderStore
 
 # ``engine`` (tests/integration/conftest.py): a fresh SQLite file, a fresh PostgreSQL database.
-
-
-async def test_feed_versions_count_up_per_user(engine: AsyncEngine) -> None:
-    store = FeedStore(engine)
-    await store.migrate()
-    assert await store.get("u") is None
-    assert await store.put_version("u", [("i1", 1.0)], 10.0) == 1
-    assert await store.put_version("u", [("i2", 2.0), ("i1", 1.5)], 20.5) == 2
-    assert await store.put_version("v", [], 20.0) == 1
-    current = await store.get("u")
-    assert current is not None
-    assert (current.version, current.generated_at) == (2, 20.5)
-    assert current.items == [("i2", 2.0), ("i1", 1.5)]
-
-
-async def test_the_demo_catalog_seeds_once(engine: AsyncEngine) -> None:
-    educators, items = demo_catalog()
-    store = CatalogStore(engine)
-    await store.migrate()
-    assert await store.seed(educators, items) == len(items)
-    assert await store.seed(educators, items) == 0
-    found = await store.items(["i00001", "nope"])
-    assert list(found) == ["i00001"] and found["i00001"].educator_name
-    assert len(await store.recent(10)) == 10
-    page = await store.page("i00010", 5)
-    assert [i.id for i in page] == [f"i{n:05d}" for n in range(11, 16)]
 
 
 async def test_accounts_refresh_tokens_and_follows(engine: AsyncEngine) -> None:
@@ -86,18 +56,3 @@ async def test_two_concurrent_uses_of_one_refresh_token_cannot_both_win(
     )
     assert sum(1 for r in results if r == "u1") <= 1
     assert all(r == "u1" or isinstance(r, Unauthenticated) for r in results)
-
-
-async def test_interactions_count_once_and_feed_popularity(engine: AsyncEngine) -> None:
-    store = RecommenderStore(engine)
-    await store.migrate()
-    assert await store.record_interaction("ev1", "u", "i1", "like", 1.0, 3.0)
-    assert not await store.record_interaction("ev1", "u", "i1", "like", 1.0, 3.0)
-    await store.record_interaction("ev2", "v", "i1", "view", 2.0, 1.0)
-    assert await store.popularity() == {"i1": 4.0}
-    assert await store.interactions("u") == [("i1", "like", 1.0)]
-    await store.mark_ranked("u")
-    await store.mark_ranked("v")
-    await store.mark_ranked("u")
-    assert await store.count_users() == 2
-    assert await store.users_after("", 10) == ["u", "v"]

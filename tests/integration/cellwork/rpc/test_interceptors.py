@@ -1,4 +1,5 @@
-"""The rpc path over real gRPC and NATS: deadlines, metadata, errors, metrics, drain."""
+"""The call path over real gRPC and NATS: deadlines, ids and the caller travel with the call;
+errors cross as their class; the server's boundary counts every call."""
 
 import asyncio
 import urllib.request
@@ -6,9 +7,6 @@ import urllib.request
 import pytest
 
 from cellwork import errors
-from cellwork.rpc.client import connect_client
-from cellwork.testing import start_service
-from cellwork.testing.echo import create_service, echo_stub
 from cellwork.testing.v1 import echo_pb2
 
 
@@ -17,30 +15,12 @@ def wire_slack(ms: float) -> float:
     return ms * 1.01 + 1.0
 
 
-@pytest.fixture
-async def two_echoes(nats_server):
-    services = [
-        await start_service(create_service, nats_server.url, instance_id=f"echo-{i}")
-        for i in range(2)
-    ]
-    yield services
-    for service in services:
-        await service.close()
-
-
-@pytest.fixture
-async def client(registry, two_echoes):
-    client = await connect_client(registry, "echo", echo_stub, caller="test")
-    await client.balancer.wait_for_endpoints(2)
-    yield client
-    await client.close()
-
-
 async def test_deadline_propagates_across_two_hops(client):
-    request = echo_pb2.RelayRequest(wait_ms=100, inner=echo_pb2.EchoRequest(payload=b"x"))
-    reply = await client.call("Relay", request, timeout=0.3)
-    # The second hop gets what the first had left: 300 ms less the 100 ms spent.
-    assert 100 < reply.deadline_remaining_ms <= wire_slack(200)
+    request = echo_pb2.RelayRequest(wait_ms=500, inner=echo_pb2.EchoRequest(payload=b"x"))
+    reply = await client.call("Relay", request, timeout=5.0)
+    # The second hop gets what the first had left: 5 s less the 500 ms spent, and less
+    # whatever a busy machine took (given seconds here, not a tight margin).
+    assert 2500 < reply.deadline_remaining_ms <= wire_slack(4500)
     assert reply.payload == b"x"
 
 
@@ -53,7 +33,7 @@ async def test_a_hop_with_no_time_left_fails_with_deadline_exceeded(client):
 async def test_request_id_and_trace_id_travel_with_the_call(client):
     from cellwork.rpc.context import reset_current_call, root_context, set_current_call
 
-    parent = root_context(timeout=2.0, request_id="edge-request-1")
+    parent = root_context(timeout=30.0, request_id="edge-request-1")
     token = set_current_call(parent)
     try:
         reply = await client.call("Relay", echo_pb2.RelayRequest(inner=echo_pb2.EchoRequest()))
@@ -61,7 +41,7 @@ async def test_request_id_and_trace_id_travel_with_the_call(client):
         reset_current_call(token)
     assert reply.request_id == parent.request_id
     assert reply.trace_id == parent.trace.trace_id
-    assert 0 < reply.deadline_remaining_ms <= wire_slack(2000)
+    assert 0 < reply.deadline_remaining_ms <= wire_slack(30_000)
 
 
 async def test_a_root_call_uses_its_trace_id_as_request_id(client):
@@ -134,33 +114,3 @@ async def test_server_metrics_count_calls_by_method_and_code(client, two_echoes)
     assert "cellwork_rpc_server_duration_seconds_bucket" in text
     assert "cellwork_rpc_client_requests_total" in text
     assert "process_resident_memory_bytes" in text
-
-
-async def test_health_and_reflection_are_served(two_echoes):
-    from grpc import aio
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-    address = two_echoes[0].info.address
-    async with aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for name in ("", "cellwork.testing.v1.Echo"):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        async for reply in stub.ServerReflectionInfo(iter([request])):
-            names = {s.name for s in reply.list_services_response.service}
-            assert {"cellwork.testing.v1.Echo", "grpc.health.v1.Health"} <= names
-
-
-async def test_drain_finishes_in_flight_calls_then_deregisters(registry, client, two_echoes):
-    slow = asyncio.create_task(client.call("Echo", echo_pb2.EchoRequest(delay_ms=400), timeout=3))
-    await asyncio.sleep(0.1)
-    victim_ids = {s.settings.instance_id for s in two_echoes}
-    await asyncio.gather(*(s.drain(timeout=3) for s in two_echoes))
-    reply = await slow
-    assert reply.instance_id in victim_ids
-    assert await registry.list("echo") == []
-    with pytest.raises(errors.Unavailable):
-        await client.call("Echo", echo_pb2.EchoRequest(), timeout=1)

@@ -1,3 +1,5 @@
+"""The retry budget: retries never exceed their share of requests, on a clock passed in."""
+
 from hypothesis import given
 from hypothesis import strategies as st
 

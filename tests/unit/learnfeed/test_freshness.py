@@ -1,13 +1,11 @@
-"""Feed's rules: refresh coalescing, bursts, staleness; identity's input rules; cursors."""
+"""Feed freshness, shared by feed and gateway: refresh coalescing, staleness, the
+newest announced versions and the copies a gateway may serve."""
 
 import itertools
+from dataclasses import dataclass
 
-import pytest
-
-from cellwork import InvalidArgument
-from learnfeed.feed.domain import BurstCounter
-from learnfeed.feed.service import interleave
 from learnfeed.freshness import (
+    CurrentVersions,
     NewestVersions,
     RefreshCoalescer,
     changed_payload,
@@ -16,8 +14,6 @@ from learnfeed.freshness import (
     refresh_id,
     window_of,
 )
-from learnfeed.gateway.cursors import decode_cursor, encode_cursor
-from learnfeed.identity import domain as identity
 
 
 def test_reads_within_one_window_ask_for_one_refresh() -> None:
@@ -59,42 +55,10 @@ def test_the_coalescer_stays_bounded() -> None:
     assert c.should_request("u0", 1.0) is not None  # forgotten: asks again
 
 
-def test_a_burst_is_counted_per_user_and_resets() -> None:
-    b = BurstCounter(threshold=3)
-    assert [b.add("u") for _ in range(3)] == [False, False, True]
-    assert b.add("v") is False
-    assert [b.add("u") for _ in range(3)] == [False, False, True]
-
-
 def test_staleness() -> None:
     assert is_stale(100.0, 100.0, 10, cold=True)
     assert not is_stale(100.0, 105.0, 10, cold=False)
     assert is_stale(100.0, 111.0, 10, cold=False)
-
-
-def test_interleave_alternates_without_repeats() -> None:
-    assert interleave(["a", "b", "c"], ["x", "a", "y"], size=10) == ["a", "x", "b", "c", "y"]
-    assert interleave([], ["x", "y"], size=1) == ["x"]
-
-
-def test_cursors_round_trip_and_bad_ones_are_invalid_arguments() -> None:
-    assert decode_cursor(encode_cursor(7, 40)) == 40
-    for bad in ("%%%", "abc", encode_cursor(1, -5), "MTox"[:3]):
-        with pytest.raises(InvalidArgument):
-            decode_cursor(bad)
-
-
-def test_identity_input_rules() -> None:
-    assert identity.normalize_email("  Ann@Example.ORG ") == "ann@example.org"
-    for bad in ("no-at", "a@b", "a b@c.de", "@c.de"):
-        with pytest.raises(InvalidArgument):
-            identity.normalize_email(bad)
-    with pytest.raises(InvalidArgument):
-        identity.check_password("short")
-    with pytest.raises(InvalidArgument):
-        identity.check_name("   ")
-    token = identity.new_refresh_token()
-    assert identity.hash_refresh_token(token) != token and len(token) >= 40
 
 
 def test_the_newest_version_only_goes_up_and_stays_bounded() -> None:
@@ -112,15 +76,12 @@ def test_changed_messages_round_trip() -> None:
     assert parse_changed(b"garbage") == ("garbage", 0)
 
 
+@dataclass
+class Copy:
+    version: int
+
+
 def test_current_versions_never_serve_or_keep_a_copy_older_than_announced() -> None:
-    from dataclasses import dataclass
-
-    from learnfeed.freshness import CurrentVersions
-
-    @dataclass
-    class Copy:
-        version: int
-
     versions: CurrentVersions[Copy] = CurrentVersions(ttl=60)
     versions.keep("u", Copy(1))
     assert versions.get("u") == Copy(1)

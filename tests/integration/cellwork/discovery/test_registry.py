@@ -1,0 +1,87 @@
+"""Registration, heartbeat expiry and deregistration, seen by a watcher on real NATS."""
+
+import time
+
+from cellwork.discovery import InstanceInfo, InstanceStatus, Registration, RegistryWatcher
+from cellwork.discovery.registry import Registry
+from cellwork.events.connection import connect_nats
+from tests.waiting import BOUND
+
+
+def info(instance_id: str, port: int = 5000, service: str = "svc") -> InstanceInfo:
+    return InstanceInfo(service=service, instance_id=instance_id, host="127.0.0.1", grpc_port=port)
+
+
+async def test_watcher_sees_registration_status_changes_and_deregistration(registry):
+    # A TTL far beyond the wait: the entry can only leave the set by its delete.
+    watcher = RegistryWatcher(registry, "svc", ttl=10 * BOUND)
+    await watcher.start()
+    try:
+        reg = Registration(registry, info("a"), interval=0.5)
+        await reg.start()
+        seen = await watcher.wait_until(lambda xs: len(xs) == 1, timeout=BOUND)
+        assert seen[0].instance_id == "a" and seen[0].status is InstanceStatus.SERVING
+        assert seen[0].started_at > 0
+
+        await reg.set_status(InstanceStatus.DRAINING)
+        await watcher.wait_until(
+            lambda xs: xs and xs[0].status is InstanceStatus.DRAINING, timeout=BOUND
+        )
+
+        await reg.close()
+        await watcher.wait_until(lambda xs: xs == [], timeout=BOUND)
+    finally:
+        await watcher.close()
+
+
+async def test_heartbeats_keep_an_entry_alive_past_the_ttl(registry):
+    # Eight beats a TTL: a busy machine may delay a few without the entry expiring.
+    watcher = RegistryWatcher(registry, "svc", ttl=2.0, sweep_interval=0.1)
+    await watcher.start()
+    reg = Registration(registry, info("beating"), interval=0.25)
+    await reg.start()
+    try:
+        await watcher.wait_until(lambda xs: len(xs) == 1, timeout=BOUND)
+        # A second entry, written once after the first: when the watcher expires it, a
+        # whole TTL has passed since the first was written, so only its beats kept it.
+        await registry.put(info("silent"))
+        await watcher.wait_until(lambda xs: len(xs) == 2, timeout=BOUND)
+        await watcher.wait_until(
+            lambda xs: "silent" not in {i.instance_id for i in xs}, timeout=BOUND
+        )
+        assert [i.instance_id for i in watcher.instances()] == ["beating"]
+    finally:
+        await reg.close()
+        await watcher.close()
+
+
+async def test_an_entry_whose_heartbeat_stops_expires_without_any_delete(nats_server):
+    nc = await connect_nats(nats_server.url, name="test-expiry")
+    # The bucket keeps entries far longer than the watcher's TTL: only the watcher's own
+    # sweep can drop the entry, and the bucket still holds it afterwards.
+    registry = await Registry.open(nc, "long_lived_registry", 10 * BOUND)
+    watcher = RegistryWatcher(registry, "svc", ttl=1.0, sweep_interval=0.1)
+    await watcher.start()
+    try:
+        written = time.monotonic()
+        await registry.put(info("silent"))  # one beat, then nothing: a crashed instance
+        await watcher.wait_until(lambda xs: len(xs) == 1, timeout=BOUND)
+        await watcher.wait_until(lambda xs: xs == [], timeout=BOUND)
+        assert time.monotonic() - written >= 1.0  # not before its TTL
+        assert [i.instance_id for i in await registry.list("svc")] == ["silent"]
+    finally:
+        await watcher.close()
+        await nc.close()
+
+
+async def test_a_new_watcher_loads_existing_entries_and_ignores_other_services(registry):
+    await registry.put(info("x1", service="svc"))
+    await registry.put(info("y1", service="other"))
+    await registry.kv.put("svc.garbage", b"not json")
+    watcher = RegistryWatcher(registry, "svc")
+    await watcher.start()
+    try:
+        assert [i.instance_id for i in watcher.instances()] == ["x1"]
+        assert {i.instance_id for i in await registry.list()} == {"x1", "y1"}
+    finally:
+        await watcher.close()

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The tools the deployment tests (tests/deploy) run, from Debian's packages: podman and
+# runc (build and run the image), debootstrap (a local base image: no image registry
+# needed), nginx (the edge) and prometheus (its promtool checks the rules).
+#
+# `make test` runs this before pytest. It installs what is missing when it may (as root,
+# or with passwordless sudo); otherwise it says what is missing and how to install it,
+# and goes on: the tests that need a missing tool skip, and say so at the end of the
+# run (in CI, where everything is installed, such a skip fails the run instead).
+set -uo pipefail
+
+# command:package, for each tool the tests look for.
+TOOLS=(podman:podman runc:runc debootstrap:debootstrap nginx:nginx promtool:prometheus)
+
+have() {
+    # /usr/sbin is not on every user's PATH, though the tests look there too.
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]
+}
+
+missing=()
+for tool in "${TOOLS[@]}"; do
+    have "${tool%%:*}" || missing+=("${tool#*:}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "tests/tools.sh: missing ${missing[*]} (Debian package names): install them with" \
+        "your system's package manager, or the deployment tests that need them skip." >&2
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root=(sudo)
+else
+    echo "tests/tools.sh: missing ${missing[*]}; the deployment tests that need them skip." >&2
+    echo "  install them with: sudo apt-get install -y ${missing[*]}" >&2
+    exit 0
+fi
+
+apt_install() {
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+}
+
+echo "tests/tools.sh: installing ${missing[*]} for the deployment tests" >&2
+# A fresh machine may have no package lists yet: fetch them once if the first try fails.
+if ! apt_install && ! { "${as_root[@]}" apt-get update -q && apt_install; }; then
+    echo "tests/tools.sh: could not install ${missing[*]}; the tests that need them skip" \
+        "(install them with: apt-get install -y ${missing[*]})" >&2
+fi
+exit 0
