@@ -43,6 +43,17 @@ apt_install() {
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 }
 
+# The tests run nginx and promtool themselves, on their own ports: the packages' own
+# services (nginx on :80, prometheus on :9090) must not start. Debian's policy-rc.d
+# hook (exit 101: "action forbidden") keeps them down during the install, where no
+# policy is set already.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null \
+        && "${as_root[@]}" chmod 755 "$policy"
+    trap '"${as_root[@]}" rm -f "$policy"' EXIT
+fi
+
 echo "tests/tools.sh: installing ${missing[*]} for the deployment tests" >&2
 # A fresh machine may have no package lists yet: fetch them once if the first try fails.
 if ! apt_install && ! { "${as_root[@]}" apt-get update -q && apt_install; }; then
