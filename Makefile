@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 ## make up: start the learnfeed cell in the foreground with demo data; Ctrl-C drains it.
 up: $(APP_STAMP)
-	$(BIN)/cellwork up -f src/learnfeed/cell.yaml --demo
+	$(BIN)/cellwork up learnfeed --demo
 
 ## make test: lint, type-check, check generated stubs, run the whole suite.
 test: $(STAMP) proto-check lint typecheck
