@@ -20,6 +20,7 @@ from cellwork.runtime.cellfile import CellFileError
 from cellwork.runtime.cells import resolve_cell
 from cellwork.runtime.control import CellState, request
 from cellwork.runtime.serve import run_forever
+from cellwork.stream import DEFAULT_URL, TOKEN_ENV
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
@@ -200,6 +201,71 @@ def scale(
     except CellworkError as exc:
         raise _fail(exc.message) from None
     console.print(f"{result['service']}: {result['before']} -> {result['after']} instances")
+
+
+@app.command()
+def stream(
+    url: Annotated[str, typer.Option(help="the push socket")] = DEFAULT_URL,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=TOKEN_ENV,
+            help="access token, sent as Authorization: Bearer",
+            show_default=False,
+        ),
+    ] = None,
+    topics: Annotated[
+        list[str] | None,
+        typer.Option("--topic", help="topic to subscribe to, repeated for more (default: feed)"),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="exit after N frames the server pushes: every frame but ping, pong and "
+            "subscribed (acks) counts",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="stop after SECONDS; with --count, fail if fewer came"),
+    ] = None,
+    ping_interval: Annotated[
+        float, typer.Option(min=0, help="seconds between keep-alive pings (0: none)")
+    ] = 30.0,
+) -> None:
+    """Print a push socket's frames as they come, one JSON object a line.
+
+    It subscribes by itself and never reads the terminal, so `&` runs it in the
+    background of a shell. Pongs answering its own keep-alive pings are left out.
+
+    Exit 0: after --count frames, at --timeout without --count, on Ctrl-C/SIGTERM.
+    Exit 1: the socket refused (HTTP 403: a bad token), the server unreachable or
+    closing the socket first, or --timeout before --count frames came.
+    """
+    from cellwork.stream import StreamError, StreamOptions, follow
+
+    try:
+        options = StreamOptions(
+            url=url,
+            token=token or None,
+            topics=tuple(topics or ("feed",)),
+            count=count,
+            timeout=timeout,
+            ping_interval=ping_interval,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+    def emit(line: str) -> None:
+        print(line, flush=True)  # each frame as it comes, also into a file or a pipe
+
+    try:
+        run_forever(follow(options, emit))
+    except StreamError as exc:
+        raise _fail(str(exc)) from None
+    except BrokenPipeError:  # whoever read the output has gone (| head -1): done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @app.command(
