@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 ## make up: start the learnfeed cell in the foreground with demo data; Ctrl-C drains it.
 up: $(APP_STAMP)
-	$(BIN)/cellwork up -f src/learnfeed/cell.yaml --demo
+	$(BIN)/cellwork up learnfeed --demo
 
 ## make test: install the deployment tests' tools, lint, type-check, check generated stubs,
 ## run the whole suite (every skip is listed with its reason; with CI=true a skip fails it).

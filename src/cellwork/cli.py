@@ -12,50 +12,84 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cellwork.errors import CellworkError
-from cellwork.runtime.cellfile import CellFileError, load_cell
+from cellwork.runtime.cellfile import CellFileError
+from cellwork.runtime.cells import resolve_cell
 from cellwork.runtime.control import CellState, request
 from cellwork.runtime.serve import run_forever
+from cellwork.stream import DEFAULT_URL, TOKEN_ENV
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
 err = Console(stderr=True)
 
-DEFAULT_CELL = Path("src/learnfeed/cell.yaml")
+# A cell is found by the name an application registered it under (the entry-point
+# group cellwork.cells, see runtime/cells.py), by -f FILE, or, with neither, as the
+# only registered cell; never through a path into a source tree.
+CellName = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="NAME",
+        help="a registered cell (default: the only one registered)",
+        show_default=False,
+    ),
+]
+CellOption = Annotated[
+    str | None,
+    typer.Option("--cell", help="a registered cell (default: the only one registered)"),
+]
+CellFile = Annotated[
+    Path | None, typer.Option("-f", "--file", help="a cell file instead of a registered cell")
+]
 StateDir = Annotated[
     Path | None,
     typer.Option("--state-dir", help="the cell's state directory (default .cellwork/<cell>)"),
 ]
-CellFile = Annotated[Path, typer.Option("-f", "--file", help="the cell file")]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    # Not wrapped at the terminal's width: paths and commands stay whole to copy.
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
 @app.command()
 def up(
-    file: CellFile = DEFAULT_CELL,
+    name: CellName = None,
+    file: CellFile = None,
     demo: Annotated[bool, typer.Option("--demo", help="seed demo data")] = False,
     nats_url: Annotated[
         str | None, typer.Option("--nats-url", help="use this NATS instead of starting one")
     ] = None,
+    state_dir: StateDir = None,
 ) -> None:
-    """Start the cell in the foreground; Ctrl-C drains it, a second Ctrl-C kills it."""
+    """Start a cell in the foreground; Ctrl-C drains it, a second Ctrl-C kills it.
+
+    NAME is a cell an installed application registered; -f FILE runs a cell file."""
     from cellwork.observability.logging import configure_logging
     from cellwork.runtime.events import SignalReceived
     from cellwork.runtime.supervisor import Supervisor
 
     try:
-        spec = load_cell(file)
+        spec = resolve_cell(name, file)
         if demo:  # a cell-wide default; a service's own env may still say otherwise
             spec = spec.model_copy(update={"env": {"CELLWORK_DEMO": "1", **spec.env}})
+        if state_dir is not None:
+            spec = spec.model_copy(update={"state_dir": state_dir})
         supervisor = Supervisor(spec, nats_url=nats_url)
     except CellFileError as exc:
         raise _fail(str(exc), 2) from None
+    try:  # here, so that a directory it may not write is a message, not a traceback
+        supervisor.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail(
+            f"cannot create the state directory {supervisor.state_dir}: {exc.strerror}"
+            " (run from a writable directory or pass --state-dir)",
+            2,
+        ) from None
     configure_logging("info", pretty=sys.stderr.isatty(), cell=spec.name)
 
     async def main() -> None:
@@ -102,12 +136,14 @@ def probe(
         raise _fail(f"{address} is not SERVING")
 
 
-def _state(file: Path, state_dir: Path | None) -> CellState:
+def _state(name: str | None, file: Path | None, state_dir: Path | None) -> CellState:
+    """The running cell's published state: from ``--state-dir``, else from the state
+    directory of the cell NAME or -f FILE (or the only registered one) under this one."""
     if state_dir is None:
         try:
-            state_dir = load_cell(file).resolved_state_dir(Path.cwd())
+            state_dir = resolve_cell(name, file).resolved_state_dir(Path.cwd())
         except CellFileError as exc:
-            raise _fail(f"{exc}\n(pass --state-dir to find the cell without its file)", 2) from None
+            raise _fail(f"{exc}\n(or pass --state-dir to find a running cell)", 2) from None
     try:
         return CellState.read(state_dir)
     except CellworkError as exc:
@@ -116,12 +152,13 @@ def _state(file: Path, state_dir: Path | None) -> CellState:
 
 @app.command()
 def status(
-    file: CellFile = DEFAULT_CELL,
+    name: CellName = None,
+    file: CellFile = None,
     state_dir: StateDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Show every instance of the running cell."""
-    state = _state(file, state_dir)
+    """Show every instance of the running cell NAME (started from this directory)."""
+    state = _state(name, file, state_dir)
     try:
         result: Any = run_forever(request(state, "status", {}, timeout=5))
     except CellworkError as exc:
@@ -152,17 +189,83 @@ def status(
 def scale(
     service: Annotated[str, typer.Argument(help="service name in the cell file")],
     replicas: Annotated[int, typer.Argument(help="number of instances", min=0, max=64)],
-    file: CellFile = DEFAULT_CELL,
+    cell: CellOption = None,
+    file: CellFile = None,
     state_dir: StateDir = None,
 ) -> None:
     """Set the number of instances of SERVICE in the running cell."""
-    state = _state(file, state_dir)
+    state = _state(cell, file, state_dir)
     payload = {"service": service, "replicas": replicas}
     try:
         result: Any = run_forever(request(state, "scale", payload, timeout=15))
     except CellworkError as exc:
         raise _fail(exc.message) from None
     console.print(f"{result['service']}: {result['before']} -> {result['after']} instances")
+
+
+@app.command()
+def stream(
+    url: Annotated[str, typer.Option(help="the push socket")] = DEFAULT_URL,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=TOKEN_ENV,
+            help="access token, sent as Authorization: Bearer",
+            show_default=False,
+        ),
+    ] = None,
+    topics: Annotated[
+        list[str] | None,
+        typer.Option("--topic", help="topic to subscribe to, repeated for more (default: feed)"),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="exit after N frames the server pushes: every frame but ping, pong and "
+            "subscribed (acks) counts",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="stop after SECONDS; with --count, fail if fewer came"),
+    ] = None,
+    ping_interval: Annotated[
+        float, typer.Option(min=0, help="seconds between keep-alive pings (0: none)")
+    ] = 30.0,
+) -> None:
+    """Print a push socket's frames as they come, one JSON object a line.
+
+    It subscribes by itself and never reads the terminal, so `&` runs it in the
+    background of a shell. Pongs answering its own keep-alive pings are left out.
+
+    Exit 0: after --count frames, at --timeout without --count, on Ctrl-C/SIGTERM.
+    Exit 1: the socket refused (HTTP 403: a bad token), the server unreachable or
+    closing the socket first, or --timeout before --count frames came.
+    """
+    from cellwork.stream import StreamError, StreamOptions, follow
+
+    try:
+        options = StreamOptions(
+            url=url,
+            token=token or None,
+            topics=tuple(topics or ("feed",)),
+            count=count,
+            timeout=timeout,
+            ping_interval=ping_interval,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+    def emit(line: str) -> None:
+        print(line, flush=True)  # each frame as it comes, also into a file or a pipe
+
+    try:
+        run_forever(follow(options, emit))
+    except StreamError as exc:
+        raise _fail(str(exc)) from None
+    except BrokenPipeError:  # whoever read the output has gone (| head -1): done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @app.command(
@@ -194,8 +297,6 @@ def loadgen(
     ] = False,
 ) -> None:
     """Send a scenario's requests on an open-loop schedule, show progress, summarize."""
-    from rich.markup import escape
-
     from cellwork.loadgen import (
         LoadConfig,
         LoadgenError,
@@ -225,7 +326,7 @@ def loadgen(
         reserved = {opt for param in ctx.command.params for opt in param.opts}
         loaded = load_scenario(scenario, ctx.args, reserved)
     except (ValueError, ScenarioLoadError) as exc:
-        raise _fail(escape(str(exc)), 2) from None
+        raise _fail(str(exc), 2) from None
     except ScenarioUsage as exc:  # typer has printed the usage error or the help
         raise typer.Exit(exc.exit_code) from None
     run = LoadRun(config, loaded.scenario, name=loaded.module, options=loaded.options)
@@ -243,7 +344,7 @@ def loadgen(
     try:
         summary = run_forever(main())
     except LoadgenError as exc:
-        raise _fail(escape(str(exc))) from None
+        raise _fail(str(exc)) from None
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     else:

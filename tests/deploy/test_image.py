@@ -104,7 +104,8 @@ def test_the_image_is_labelled_and_runs_as_a_non_root_user(engine: Engine, image
 
 @pytest.mark.parametrize("module", ["learnfeed.gateway", "learnfeed.push", "learnfeed.recommender"])
 def test_every_service_module_loads_in_the_image(engine: Engine, image: str, module: str) -> None:
-    code = f"import importlib; importlib.import_module({module!r}).create_service"
+    # As `cellwork serve` finds it: in the package or in its .service module.
+    code = f"from cellwork.runtime.serve import load_factory; load_factory({module!r})"
     out = engine.run(
         "run", "--rm", "--network=host", "--entrypoint", "python3", image, "-c", code, check=False
     )

@@ -18,13 +18,13 @@ from cellwork.runtime.cellfile import CellSpec
 from cellwork.runtime.events import SignalReceived
 from cellwork.runtime.supervisor import Supervisor
 from cellwork.testing import CellProcess, free_port
+from tests.cellsite import register_cell
 
 pytestmark = pytest.mark.e2e
 
 # A bound on what should take a few seconds, wide enough for a loaded 2-core machine.
 BOUND = 60.0
 
-REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "cellwork"]
 
 
@@ -190,7 +190,8 @@ async def test_an_idle_instance_stays_under_80_mb(tmp_path, cell):
 
 
 def test_cellwork_up_runs_the_learnfeed_cell_until_ctrl_c(tmp_path):
-    """What `make up` runs, through the real CLI, from a clean working directory."""
+    """What `make up` runs, through the real CLI, from a clean working directory: the
+    cell is found by its registered name, not through a path into the source tree."""
     # Free ports, so a cell the developer runs on 8080/8081 is not joined by this one.
     http_port = free_port()
     env = {
@@ -199,9 +200,8 @@ def test_cellwork_up_runs_the_learnfeed_cell_until_ctrl_c(tmp_path):
         "CELLWORK_GATEWAY_PORT": str(http_port),
         "CELLWORK_PUSH_PORT": str(free_port()),
     }
-    cell_file = REPO / "src/learnfeed/cell.yaml"
     up = subprocess.Popen(
-        [*CLI, "up", "-f", str(cell_file), "--demo"],
+        [*CLI, "up", "learnfeed", "--demo"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -213,7 +213,7 @@ def test_cellwork_up_runs_the_learnfeed_cell_until_ctrl_c(tmp_path):
         rows: list[dict] = []
         while time.monotonic() < deadline:
             shown = subprocess.run(
-                [*CLI, "status", "--json", "-f", str(cell_file)],
+                [*CLI, "status", "--json", "learnfeed"],
                 cwd=tmp_path,
                 capture_output=True,
                 text=True,
@@ -225,12 +225,9 @@ def test_cellwork_up_runs_the_learnfeed_cell_until_ctrl_c(tmp_path):
                     break
             time.sleep(0.5)
         assert rows and all(r["status"] == "SERVING" for r in rows), rows
-        table = subprocess.run(
-            [*CLI, "status", "-f", str(cell_file)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=20,
+        assert (tmp_path / ".cellwork" / "learnfeed" / "cell.json").exists()
+        table = subprocess.run(  # no name: the only registered cell
+            [*CLI, "status"], cwd=tmp_path, capture_output=True, text=True, timeout=20
         )
         assert "SERVING" in table.stdout
         assert {r["service"] for r in rows} >= {"gateway", "feed", "recommender", "push"}
@@ -242,6 +239,52 @@ def test_cellwork_up_runs_the_learnfeed_cell_until_ctrl_c(tmp_path):
         assert up.returncode == 0, output
         assert "supervisor.stopped" in output
         assert [p for p in children if psutil.pid_exists(p)] == []
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+
+
+def test_a_cell_an_installed_package_registers_runs_by_name_from_any_directory(tmp_path):
+    """An application's distribution registers its cell (entry point group cellwork.cells,
+    cell.yaml as package data); `cellwork up NAME` runs it wherever it is typed."""
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    register_cell(site, "echoes")
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=30
+        )
+
+    up = subprocess.Popen(
+        [*CLI, "up", "echoes"],
+        cwd=elsewhere,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def serving_echo() -> bool:
+            shown = cli("status", "echoes", "--json")
+            rows = json.loads(shown.stdout)["instances"] if shown.returncode == 0 else []
+            return [(r["id"], r["status"]) for r in rows] == [("echo-0", "SERVING")]
+
+        deadline = time.monotonic() + 30
+        while not serving_echo():
+            assert up.poll() is None, up.communicate()[0]
+            assert time.monotonic() < deadline, "the registered cell never served"
+            time.sleep(0.3)
+        assert (elsewhere / ".cellwork" / "echoes" / "cell.json").exists()
+        # Two cells are registered now (echoes and learnfeed): a command must name one.
+        ambiguous = cli("status")
+        assert ambiguous.returncode == 2 and "echoes, learnfeed" in ambiguous.stderr
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=30)
+        assert up.returncode == 0, output
     finally:
         if up.poll() is None:
             up.kill()

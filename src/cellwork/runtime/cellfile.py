@@ -1,8 +1,9 @@
 """The cell file: which services a local cell runs, how many of each, and how.
 
-Example (``src/learnfeed/cell.yaml``)::
+Applications ship theirs as package data and register it (``runtime.cells``).
+Example::
 
-    name: learnfeed
+    name: demo
     services:
       echo:
         module: cellwork.testing.echo
@@ -83,14 +84,21 @@ class CellSpec(BaseModel):
 def load_cell(path: Path) -> CellSpec:
     """Read and validate a cell file; raises CellFileError with a readable message."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
     except OSError as exc:
         raise CellFileError(f"cannot read cell file {path}: {exc.strerror}") from exc
+    return parse_cell(text, str(path))
+
+
+def parse_cell(text: str, source: str) -> CellSpec:
+    """Validate a cell file's text; ``source`` names it in the CellFileError raised."""
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CellFileError(f"cell file {path} is not valid YAML: {exc}") from exc
+        raise CellFileError(f"cell file {source} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise CellFileError(f"cell file {path} must be a mapping with a 'services' key")
+        raise CellFileError(f"cell file {source} must be a mapping with a 'services' key")
     try:
         return CellSpec.model_validate(raw)
     except ValidationError as exc:
-        raise CellFileError(f"cell file {path} is invalid:\n{exc}") from exc
+        raise CellFileError(f"cell file {source} is invalid:\n{exc}") from exc

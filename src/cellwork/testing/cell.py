@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,37 +16,51 @@ from typing import Any
 
 import yaml
 
+from cellwork.runtime.cells import resolve_cell
 from cellwork.runtime.control import CellState
 
 
 class CellProcess:
-    """``cellwork up -f <spec> [--demo]`` in ``workdir``; a context manager.
+    """``cellwork up`` of a cell (its spec, or a registered name) in ``workdir``; a context manager.
 
-    ``start()`` returns once every instance the spec asks for is SERVING and each of
-    ``ready_urls`` answers 200; ``stop()`` sends SIGINT (the cell drains) and returns
-    the exit code, killing it if it does not stop in time. As a context manager it
-    starts the cell unless ``start()`` already did (``with CellProcess(...).start(t):``
-    runs one cell, not two).
+    ``spec`` is a cell file's content, or the name of a registered cell, which runs
+    as a user runs it: ``cellwork up NAME`` in ``workdir``, its state in
+    ``workdir/.cellwork/<cell>``. ``env`` is added to the environment the cell starts
+    with (ports, settings). ``start()`` returns once every instance the spec asks for
+    is SERVING and each of ``ready_urls`` answers 200; ``stop()`` sends SIGINT (the
+    cell drains) and returns the exit code, killing it if it does not stop in time. As
+    a context manager it starts the cell unless ``start()`` already did
+    (``with CellProcess(...).start(t):`` runs one cell, not two).
     """
 
     def __init__(
         self,
-        spec: dict[str, Any],
+        spec: dict[str, Any] | str,
         workdir: Path,
         *,
         demo: bool = True,
         ready_urls: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
-        self.spec = {**spec, "state_dir": str(self.workdir / "state")}
+        self.name: str | None = None
+        if isinstance(spec, str):  # raises CellFileError for a name nobody registered
+            self.name = spec
+            registered = resolve_cell(spec)
+            self.spec = registered.model_dump(mode="json")
+            self._state_dir = registered.resolved_state_dir(self.workdir)
+        else:
+            self.spec = {**spec, "state_dir": str(self.workdir / "state")}
+            self._state_dir = self.workdir / "state"
         self.demo = demo
         self.ready_urls = ready_urls
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "cell.log"
 
     @property
     def state_dir(self) -> Path:
-        return self.workdir / "state"
+        return self._state_dir
 
     @property
     def expected(self) -> int:
@@ -96,13 +111,17 @@ class CellProcess:
         if self.running:
             raise RuntimeError("this cell is already running: stop() it first")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cell_file = self.workdir / "cell.yaml"
-        cell_file.write_text(yaml.safe_dump(self.spec))
+        if self.name is not None:
+            cell = [self.name]
+        else:
+            cell_file = self.workdir / "cell.yaml"
+            cell_file.write_text(yaml.safe_dump(self.spec))
+            cell = ["-f", str(cell_file)]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cellwork", "up", "-f", str(cell_file)]
-                + (["--demo"] if self.demo else []),
+                [sys.executable, "-m", "cellwork", "up", *cell] + (["--demo"] if self.demo else []),
                 cwd=self.workdir,
+                env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -2,9 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cellwork.cli import app
+from tests.cellsite import register_cell
 
 
 def test_up_with_a_cell_env_that_gives_bad_settings_says_why_and_exits_2(tmp_path: Path):
@@ -14,3 +16,53 @@ def test_up_with_a_cell_env_that_gives_bad_settings_says_why_and_exits_2(tmp_pat
     assert result.exit_code == 2
     assert "registry_ttl" in result.output
     assert "Traceback" not in result.output
+
+
+def test_up_with_an_unknown_cell_names_the_registered_ones_and_exits_2():
+    result = CliRunner().invoke(app, ["up", "no-such-cell"])
+    assert result.exit_code == 2
+    assert "no cell named 'no-such-cell'" in result.output and "learnfeed" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_up_with_a_name_and_a_cell_file_exits_2(tmp_path: Path):
+    result = CliRunner().invoke(app, ["up", "learnfeed", "-f", str(tmp_path / "cell.yaml")])
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_up_without_a_name_lists_the_registered_cells_when_there_are_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    register_cell(tmp_path, "echoes")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(app, ["up"])
+    assert result.exit_code == 2
+    assert "2 cells are registered (echoes, learnfeed): name one" in result.output
+
+
+def test_up_says_so_when_it_cannot_create_the_state_directory(tmp_path: Path):
+    cell = tmp_path / "cell.yaml"
+    cell.write_text("name: t\nservices:\n  echo: {module: m}\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(app, ["up", "-f", str(cell), "--state-dir", str(blocker / "s")])
+    assert result.exit_code == 2
+    assert "cannot create the state directory" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_status_finds_the_only_registered_cell_under_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "no running cell" in result.output
+    assert str(tmp_path / ".cellwork" / "learnfeed" / "cell.json") in result.output
+
+
+def test_status_and_scale_of_an_unknown_cell_exit_2():
+    status = CliRunner().invoke(app, ["status", "no-such-cell"])
+    assert status.exit_code == 2 and "no cell named 'no-such-cell'" in status.output
+    scale = CliRunner().invoke(app, ["scale", "feed", "2", "--cell", "no-such-cell"])
+    assert scale.exit_code == 2 and "no cell named 'no-such-cell'" in scale.output
