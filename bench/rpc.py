@@ -61,6 +61,7 @@ from typing import Any
 import uvloop
 from grpc import aio
 
+from cellwork.config.settings import ServiceSettings
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.discovery.registry import Registry
 from cellwork.events.connection import connect_nats
@@ -73,8 +74,9 @@ from cellwork.testing.v1 import echo_pb2, echo_pb2_grpc
 
 SERVICE = "echo"
 INSTANCE_IDS = ("echo-0", "echo-1")
-REGISTRY_BUCKET = "cellwork_registry"
-REGISTRY_TTL = 3.0
+# The bucket and TTL every instance reads from its settings by default.
+REGISTRY_BUCKET = ServiceSettings().registry_bucket
+REGISTRY_TTL = ServiceSettings().registry_ttl
 HOST = "127.0.0.1"
 MODES = ("raw", "cellwork")
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from cellwork.errors import CellworkError
 from cellwork.runtime.cellfile import CellFileError
 from cellwork.runtime.cells import resolve_cell
-from cellwork.runtime.control import CellState, request
+from cellwork.runtime.control import STATE_FILE, CellState, request
 from cellwork.runtime.serve import run_forever
 from cellwork.stream import DEFAULT_URL, TOKEN_ENV
 
@@ -116,10 +116,20 @@ def probe(
     ] = None,
     timeout: Annotated[float, typer.Option(help="seconds")] = 2.0,
 ) -> None:
-    """Exit 0 when the instance answers the gRPC health check SERVING (container health)."""
+    """Exit 0 when the instance answers the gRPC health check SERVING, or, where a cell
+    runs from this directory (`cellwork up`), when its supervisor answers (container
+    health: the image's HEALTHCHECK serves `serve` and `up` alike)."""
     from cellwork.runtime.health import HealthProbe
 
     if address is None:
+        cells = sorted(Path.cwd().glob(f".cellwork/*/{STATE_FILE}"))
+        if cells:
+            state = CellState.read(cells[0].parent)
+            try:
+                run_forever(request(state, "status", {}, timeout=timeout))
+            except CellworkError as exc:
+                raise _fail(exc.message) from None
+            return
         port = os.environ.get("CELLWORK_GRPC_PORT", "")
         if not port.isdigit() or port == "0":
             raise _fail("set --address or CELLWORK_GRPC_PORT to a fixed port", 2)

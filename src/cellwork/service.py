@@ -5,15 +5,16 @@ A service module builds one in its composition root and hands it to the runtime
 needs exists once the root returns, so handlers are built with their collaborators::
 
     def create_service(settings: ServiceSettings) -> Service:
-        service = Service("feed", settings)
-        engine = service.add_database(settings_url, MIGRATIONS)   # migrated on start
-        catalog = service.client("catalog", CatalogClient)        # balanced, typed
-        servicer = FeedServicer(FeedStore(engine), catalog, service.publisher)
-        service.add_grpc(add_FeedServicer_to_server, servicer, "learnfeed.v1.Feed")
+        service = Service("orders", settings)
+        engine = service.add_database(database_url, MIGRATIONS)    # migrated on start
+        payments = service.client("payments", PaymentsClient)      # balanced, typed
+        servicer = OrdersServicer(OrderStore(engine), payments, service.publisher)
+        service.add_grpc(add_OrdersServicer_to_server, servicer, "shop.v1.Orders")
         return service
 
 Nothing connects at construction. Clients, the publisher and the fan-out exist at
-once and are connected on start; calls before start fail with ``Unavailable``.
+once and are connected on start; calls before start fail with ``Unavailable``
+(``NoEndpoints`` for a client).
 
 Lifecycle (shared by every long-lived part): ``start()`` connects NATS, ensures
 streams, connects the publisher and fan-out, migrates databases, starts client
@@ -209,11 +210,6 @@ class Service:
         return self.bus.subscribe(subject, handler)
 
     # -- lifecycle --------------------------------------------------------------------
-
-    @property
-    def nats(self) -> NatsClient | None:
-        """The NATS connection (after start), for platform parts and tests."""
-        return self._nc
 
     @property
     def info(self) -> InstanceInfo:

@@ -24,6 +24,9 @@ FEED_CHANGED_PREFIX = "_learnfeed.feed.changed"
 InteractionKind = Literal["view", "like", "complete"]
 INTERACTION_KINDS: tuple[InteractionKind, ...] = get_args(InteractionKind)
 
+# GetFeed's largest page: the feed service refuses more, gateways keep versions up to it.
+FEED_PAGE_MAX = 100
+
 # The feed id under which the recommender stores the global ranking (popular and
 # recent), the other half of a new user's cold-start feed.
 POPULAR_FEED = "_popular"

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from cellwork.config.settings import ServiceSettings
 from cellwork.discovery.registry import Registry
 from cellwork.events.connection import connect_nats
 from cellwork.runtime.health import HealthProbe
@@ -61,7 +62,8 @@ async def test_a_service_from_the_image_registers_serves_and_drains(
     )
     nc = await connect_nats(nats_server.url, name="test-image")
     try:
-        registry = await Registry.open(nc, "cellwork_registry", 3.0)
+        defaults = ServiceSettings()  # what the image's instance reads: nothing overrides it
+        registry = await Registry.open(nc, defaults.registry_bucket, defaults.registry_ttl)
         entries = await _watch_registry(registry, "catalog", present=True, timeout=60)
         (record,) = entries.values()
         assert record["grpc_port"] == grpc_port and record["status"] == "SERVING"

@@ -282,9 +282,14 @@ def test_a_cell_an_installed_package_registers_runs_by_name_from_any_directory(t
         # Two cells are registered now (echoes and learnfeed): a command must name one.
         ambiguous = cli("status")
         assert ambiguous.returncode == 2 and "echoes, learnfeed" in ambiguous.stderr
+        # A container's health check, where the cell runs: its supervisor answers.
+        assert cli("probe").returncode == 0
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=30)
         assert up.returncode == 0, output
+        # Stopped: the state file is gone and probe has nothing to ask (and no port set).
+        gone = cli("probe")
+        assert gone.returncode != 0 and "CELLWORK_GRPC_PORT" in gone.stderr
     finally:
         if up.poll() is None:
             up.kill()

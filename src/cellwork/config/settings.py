@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -70,21 +69,33 @@ class ServiceSettings(BaseSettings):
     slow_call_seconds: float = 1.0
 
 
-class _MappingEnvSource(EnvSettingsSource):
-    """pydantic-settings' own environment source (prefix, case, empty values), reading
-    a given mapping instead of this process's environment."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
+def _only_init(
+    cls: type[BaseSettings],
+    settings_cls: type[BaseSettings],
+    init_settings: PydanticBaseSettingsSource,
+    env_settings: PydanticBaseSettingsSource,
+    dotenv_settings: PydanticBaseSettingsSource,
+    file_secret_settings: PydanticBaseSettingsSource,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    return (init_settings,)
 
 
 def settings_from_env(settings_cls: type[S], environ: Mapping[str, str]) -> S:
     """The settings a process started with exactly ``environ`` reads (``os.environ`` is
-    not consulted). Raises pydantic's ValidationError for a value that does not parse."""
-    return settings_cls(_build_sources=((_MappingEnvSource(settings_cls, environ),), {}))
+    not consulted). Raises pydantic's ValidationError for a value that does not parse.
+
+    Each field's variable is its name upper-cased behind the class's ``env_prefix``
+    (case-insensitive, as pydantic-settings reads them); the values are validated as
+    the environment's would be. Built on the public ``settings_customise_sources``
+    hook: a subclass whose only source is the values handed in.
+    """
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    names = {f"{prefix}{name}".upper(): name for name in settings_cls.model_fields}
+    values = {names[key.upper()]: value for key, value in environ.items() if key.upper() in names}
+    isolated = type(
+        settings_cls.__name__,
+        (settings_cls,),
+        {"settings_customise_sources": classmethod(_only_init)},
+    )
+    settings: S = isolated(**values)
+    return settings

@@ -58,7 +58,7 @@ class Subscription:
         """Return once the server has the interest; raises Unavailable when it cannot."""
         if self._closed:
             raise Unavailable(f"the subscription to {self.subject} is closed")
-        nc = self._fanout.connection
+        nc = self._fanout._nc
         if self._made is None or nc is None:
             raise Unavailable("not connected to NATS yet: the service has not started")
         try:
@@ -87,10 +87,6 @@ class Fanout:
     def __init__(self) -> None:
         self._nc: NatsClient | None = None
         self._subscriptions: list[Subscription] = []
-
-    @property
-    def connection(self) -> NatsClient | None:
-        return self._nc
 
     @property
     def connected(self) -> bool:

@@ -12,7 +12,7 @@
 An app is built from these in one place (its composition root):
 
     app = FastAPI(middleware=edge_middleware(max_body_bytes=65536, call_timeout=2.0),
-                  routes=probe_routes(upstreams.ready))
+                  routes=probe_routes(upstreams))  # upstreams() -> {name: ready}
     install_error_handlers(app)
 """
 

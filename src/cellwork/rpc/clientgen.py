@@ -30,6 +30,12 @@ _IDEMPOTENT_LEVELS = (
 _SERVICE_FIELD = 6  # FileDescriptorProto.service
 _METHOD_FIELD = 2  # ServiceDescriptorProto.method
 CLIENT_SUFFIX = "_client.py"
+# What a generated class inherits from ``Client`` or declares itself: an RPC whose
+# method or constant would take one of these names is refused, not silently shadowing.
+RESERVED_METHODS = frozenset(
+    {"balancer", "call", "close", "has_endpoints", "invoke", "on_close", "service", "stub_factory"}
+)
+RESERVED_CONSTANTS = frozenset({"IDEMPOTENT", "SERVICE"})
 
 
 def snake_case(name: str) -> str:
@@ -122,6 +128,14 @@ def _method_source(
     return declaration, body
 
 
+def _refuse_reserved(proto: str, service: str, method: str) -> None:
+    if snake_case(method) in RESERVED_METHODS or constant_case(method) in RESERVED_CONSTANTS:
+        raise ValueError(
+            f"{proto}: rpc {service}.{method} would shadow the client's own "
+            f"{snake_case(method)!r} or {constant_case(method)!r}: rename the rpc"
+        )
+
+
 def render_client_module(
     file: descriptor_pb2.FileDescriptorProto,
     every_file: list[descriptor_pb2.FileDescriptorProto],
@@ -141,6 +155,7 @@ def render_client_module(
         bodies: list[str] = []
         idempotent: list[str] = []
         for m_index, method in enumerate(service.method):
+            _refuse_reserved(file.name, service.name, method.name)
             if method.client_streaming or method.server_streaming:
                 continue  # unary calls only: streams go through the stub directly
             request, response = messages[method.input_type], messages[method.output_type]

@@ -43,6 +43,7 @@ class Slot:
     last_healthy: float = 0.0  # monotonic time of the last SERVING answer
     next_start_at: float = 0.0
     stopping: bool = False  # scale-down or cell drain: do not restart
+    replacing: bool = False  # scaled down, then up again before it exited: start it anew
     kill_at: float | None = None  # monotonic time to escalate to SIGKILL
     host: str = ""
     grpc_port: int = 0

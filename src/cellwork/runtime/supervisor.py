@@ -212,6 +212,8 @@ class Supervisor:
             answer = {"result": result}
         except (KeyError, TypeError, ValueError) as exc:  # ScaleRefused is a ValueError
             answer = {"error": str(exc)}
+        except TimeoutError:
+            answer = {"error": f"the supervisor did not act on it within {SCALE_REPLY_TIMEOUT} s"}
         await msg.respond(json.dumps(answer).encode())
 
     # -- NATS and the state file ----------------------------------------------------------

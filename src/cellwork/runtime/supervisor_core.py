@@ -204,10 +204,17 @@ class SupervisorCore:
             _log.warning("supervisor.deregister_failed", instance=slot.instance_id, error=str(exc))
         if slot.grpc_port:
             await self._forget_health(f"{slot.host}:{slot.grpc_port}")
+        if slot.replacing:
+            # Scaled down and up again before it exited: a replacement, not a failure.
+            slot.replacing = False
+            _log.info("supervisor.stopped_instance", instance=slot.instance_id, code=code)
+            await self._spawn(slot)
+            return
         if slot.stopping:
             slot.state = SlotState.STOPPED
             _log.info("supervisor.stopped_instance", instance=slot.instance_id, code=code)
-            if not self.draining and slot.index >= self.desired.get(slot.service, 0):
+            leaving = not self.draining and slot.index >= self.desired.get(slot.service, 0)
+            if leaving and slot in self.slots:
                 self.slots.remove(slot)
             return
         slot.consecutive_failures += 1
@@ -322,7 +329,9 @@ class SupervisorCore:
         for slot in mine:
             if slot.index >= replicas and not slot.stopping:
                 self._terminate(slot)
-                if not slot.alive:
+                # A slot whose process is gone goes now; one whose exit is still to be
+                # handled (even if the process has already died) goes with that exit.
+                if slot.process is None:
                     self.slots.remove(slot)
         used = {s.index: s for s in self.slots if s.service == service}
         for index in range(replicas):
@@ -330,9 +339,10 @@ class SupervisorCore:
             if existing is None:
                 await self._add_slot(service, index)
             elif existing.stopping:
-                # Scaled down and up again before it exited: kill it on the next tick,
-                # and its exit restarts it like any other (it is no longer stopping).
+                # Scaled down and up again before it exited: kill it on the next tick and
+                # start it anew when it has exited (not counted as a restart).
                 existing.stopping = False
+                existing.replacing = existing.process is not None
                 existing.kill_at = self._clock.monotonic()
         _log.info("supervisor.scaled", service=service, before=before, after=replicas)
         return Scaled(service, before, replicas)

@@ -29,7 +29,6 @@ _log = get_logger("learnfeed.feed")
 
 SERVICE_NAME = "feed"
 PROTO_NAME = "learnfeed.v1.Feed"
-MAX_LIMIT = 100
 COLD_SIZE = 100
 
 
@@ -136,8 +135,8 @@ class FeedServicer(rpc.FeedServicer):
     async def GetFeed(self, request: pb.GetFeedRequest, context: Any) -> pb.FeedPage:
         if not request.user_id:
             raise InvalidArgument("user_id is required")
-        if request.offset < 0 or not 0 <= request.limit <= MAX_LIMIT:
-            raise InvalidArgument(f"offset must be >= 0 and limit 0..{MAX_LIMIT}")
+        if request.offset < 0 or not 0 <= request.limit <= contract.FEED_PAGE_MAX:
+            raise InvalidArgument(f"offset must be >= 0 and limit 0..{contract.FEED_PAGE_MAX}")
         limit = request.limit or 20
         now = time.time()
         version = await self.current(request.user_id)

@@ -32,7 +32,7 @@ from learnfeed.gateway.render import JSON, scored
 from learnfeed.v1 import feed_pb2
 from learnfeed.v1.feed_client import FeedClient
 
-WHOLE = 100  # GetFeed's largest page: versions up to this size are kept whole
+WHOLE = contract.FEED_PAGE_MAX  # versions up to GetFeed's largest page are kept whole
 MAX_ASKING = 1000  # refresh requests in flight at once; more wait for the next window
 
 _log = get_logger("learnfeed.gateway")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from google.protobuf import descriptor_pb2
 
-from cellwork.rpc.clientgen import client_module_path, render_client_module, snake_case
+from cellwork.rpc import Client
+from cellwork.rpc.clientgen import (
+    RESERVED_CONSTANTS,
+    RESERVED_METHODS,
+    client_module_path,
+    render_client_module,
+    snake_case,
+)
 from learnfeed.v1.catalog_client import CatalogClient
 from learnfeed.v1.feed_client import FeedClient
 from learnfeed.v1.identity_client import IdentityClient
@@ -79,3 +86,20 @@ def test_generated_learnfeed_clients_carry_the_protos_idempotency():
     assert {"GetItems", "GetEducators", "ListItems", "ListRecent"} == CatalogClient.IDEMPOTENT
     assert {"GetProfile", "ListFollows"} == IdentityClient.IDEMPOTENT
     assert not IdentityClient.SIGN_UP.idempotent
+
+
+@pytest.mark.parametrize("name", ["Close", "Call", "Invoke", "HasEndpoints", "Service"])
+def test_an_rpc_that_would_shadow_the_clients_own_names_is_refused(name):
+    file = sample_file()
+    file.service[0].method.add(
+        name=name, input_type=".shop.v1.GetOrderRequest", output_type=".shop.v1.Order"
+    )
+    with pytest.raises(ValueError, match=f"rpc Orders.{name} would shadow"):
+        render_client_module(file, [file])
+
+
+def test_the_reserved_names_are_every_public_name_of_the_client():
+    public = {name for name in dir(Client) if not name.startswith("_")}
+    public |= {"balancer", "service"}  # instance attributes
+    public |= {"stub_factory", "SERVICE"}  # what every generated class declares
+    assert public == RESERVED_METHODS | RESERVED_CONSTANTS

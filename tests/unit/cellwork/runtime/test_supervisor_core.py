@@ -258,8 +258,8 @@ async def test_an_instance_that_ignores_sigterm_after_scale_down_is_killed_after
     assert c.process("echo-1").signals == [signal.SIGTERM, signal.SIGKILL]
 
 
-async def test_scaling_up_again_while_an_instance_drains_replaces_it(cell):
-    c = await cell(draw=0.0)
+async def test_scaling_up_again_while_an_instance_drains_replaces_it_without_a_restart(cell):
+    c = await cell(draw=0.9)  # a back-off, were it counted as a crash, would be visible
     await c.scale("echo", 1)
     draining = c.process("echo-1")
     assert await c.scale("echo", 2) == Scaled("echo", 1, 2)
@@ -267,10 +267,23 @@ async def test_scaling_up_again_while_an_instance_drains_replaces_it(cell):
     await c.tick()
     assert draining.signals == [signal.SIGTERM, signal.SIGKILL]
     await c.exits("echo-1")
-    await c.tick()
-    assert c.process("echo-1") is not draining
+    assert c.process("echo-1") is not draining  # started again at once, no back-off
     assert c.state("echo-1") is SlotState.STARTING
+    assert c.slot("echo-1").restarts == 0 and c.slot("echo-1").consecutive_failures == 0
     assert [s["id"] for s in c.core.status()] == ["echo-0", "echo-1"]
+
+
+async def test_a_crash_still_queued_when_a_scale_down_arrives_is_handled_once(cell):
+    c = await cell()
+    crashed = c.process("echo-1")
+    crashed.exit(1)  # dead, but its Exited event waits behind the scale request
+    assert await c.scale("echo", 1) == Scaled("echo", 2, 1)
+    assert [s["id"] for s in c.core.status()] == ["echo-0", "echo-1"]  # kept until its exit
+    await c.core.handle(Exited(c.slot("echo-1"), crashed, 1))
+    assert [s["id"] for s in c.core.status()] == ["echo-0"]
+    assert c.deregistered == [("echo", "echo-1")]
+    assert await c.scale("echo", 2) == Scaled("echo", 1, 2)  # and up again: a fresh echo-1
+    assert c.process("echo-1") is not crashed
 
 
 async def test_scaling_up_starts_new_slots_and_leaves_running_ones_alone(cell):
