@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 APP_STAMP := $(VENV)/.installed-learnfeed
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: up test lint typecheck proto proto-check unit integration e2e bench image clean
+.PHONY: up test chaos lint typecheck proto proto-check unit integration e2e bench image clean
 
 # The platform and learnfeed for `make up`; with the dev tools for everything else.
 $(APP_STAMP): pyproject.toml
@@ -29,7 +29,13 @@ up: $(APP_STAMP)
 ## make test: install the deployment tests' tools, lint, type-check, check generated stubs,
 ## run the whole suite (every skip is listed with its reason; with CI=true a skip fails it).
 test: $(STAMP) test-tools proto-check lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/chaos
+
+## make chaos: the fault-injection suite (tests/chaos): real cells under open-loop load,
+## NATS killed and wiped, instances killed mid-commit, dependencies down, poison events.
+## Prints what each scenario measured (README's Resilience table). CI runs it after `make test`.
+chaos: $(STAMP) test-tools
+	$(BIN)/pytest -p no:cacheprovider -rA tests/chaos
 
 ## make test-tools: install the Debian packages tests/deploy uses, or say which are missing.
 .PHONY: test-tools

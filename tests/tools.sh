@@ -2,7 +2,8 @@
 # The tools the deployment tests (tests/deploy) and README's tour (tests/e2e/test_tour.py)
 # run, from Debian's packages: podman and runc (build and run the image), debootstrap (a
 # local base image: no image registry needed), nginx (the edge), prometheus (its promtool
-# checks the rules), and jq and curl (the tour types them).
+# checks the rules), jq and curl (the tour types them), and wrk (the fault tests measure
+# capacity with it before they load a cell at a fraction of it).
 #
 # `make test` runs this before pytest. It installs what is missing when it may (as root,
 # or with passwordless sudo); otherwise it says what is missing and how to install it,
@@ -11,7 +12,7 @@
 set -uo pipefail
 
 # command:package, for each tool the tests look for.
-TOOLS=(podman:podman runc:runc debootstrap:debootstrap nginx:nginx promtool:prometheus jq:jq curl:curl)
+TOOLS=(podman:podman runc:runc debootstrap:debootstrap nginx:nginx promtool:prometheus jq:jq curl:curl wrk:wrk)
 
 have() {
     # /usr/sbin is not on every user's PATH, though the tests look there too.

@@ -6,6 +6,10 @@
   fixtures: add ``pytest_plugins = ["cellwork.testing.pytest_plugin"]`` to a conftest.
 - ``CellProcess`` runs a whole cell with ``cellwork up``, as a user does.
 - ``cellwork.testing.echo`` is a small real service to call.
+- ``cellwork.testing.driver`` drives open-loop load and records every request, and
+  ``cellwork.testing.ledger`` says of every acknowledged event whether it was
+  delivered, lost or doubled: the harness of fault tests (``make chaos``);
+  ``cellwork.testing.capacity`` measures what a route serves (with wrk) first.
 """
 
 from cellwork.runtime.nats_server import NatsServer, free_port

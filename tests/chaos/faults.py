@@ -1,0 +1,138 @@
+"""What the fault scenarios share: the load mix, conclusive runs, and NATS-side checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+import nats
+from nats.js.errors import NotFoundError
+
+from cellwork.testing.capacity import measure_capacity
+from cellwork.testing.driver import Answer, Drive, OpenLoopDriver, drive_during
+from tests.chaos.learnfeed_cell import LearnfeedCell
+
+LOAD_SHARE = 0.4  # of the capacity measured first in the same run
+CLIENT_CEILING = 300.0  # requests a second this Python client keeps on schedule here
+ATTEMPTS = 3  # runs whose client fell behind are repeated this often before giving up
+BUCKET = "cellwork_registry"
+POOLS = 16
+POOL_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+
+Fault = Callable[[OpenLoopDriver], Awaitable[None]]
+
+
+async def load_rate(cell: LearnfeedCell) -> tuple[float, float]:
+    """(capacity of the feed read in reads/s, the open-loop rate to drive at)."""
+    capacity = await measure_capacity(
+        f"{cell.http}/v1/feed?limit=20",
+        {"Authorization": f"Bearer {cell.first_token()}"},
+        seconds=4,
+    )
+    return capacity, round(min(capacity * LOAD_SHARE, CLIENT_CEILING), 1)
+
+
+async def drive(
+    cell: LearnfeedCell, rate: float, duration: float, fault: Fault, *, interactions: int = 5
+) -> Drive:
+    """Reads and (one in ``interactions``) interactions at ``rate`` while ``fault`` runs.
+
+    Raises AssertionError naming the client's lag when every attempt fell behind: such a
+    run measured the client, not the cell.
+    """
+    drives = []
+    for _attempt in range(ATTEMPTS):
+        async with contextlib.AsyncExitStack() as stack:
+            # Many small pools: httpcore's pool works in proportion to its connections on
+            # every request (see cellwork.loadgen.pools), which would load the client.
+            pools = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=cell.http, timeout=10, limits=POOL_LIMITS)
+                )
+                for _ in range(POOLS)
+            ]
+
+            async def request(index: int, pools: list[httpx.AsyncClient] = pools) -> Answer:
+                client = pools[index % len(pools)]
+                if index % interactions == interactions - 1:
+                    return await cell.interact(client)
+                return await cell.read(client)
+
+            result = await drive_during(OpenLoopDriver(rate, duration, request), fault)
+        if not result.behind:
+            return result
+        drives.append(result)
+    raise AssertionError(
+        "inconclusive: the load client fell behind its own schedule in every attempt "
+        f"(lag p99 {[round(d.lag_p99, 3) for d in drives]} s,"
+        f" dropped {[d.dropped for d in drives]})"
+    )
+
+
+async def wait_for_nats(url: str, timeout: float = 30.0) -> float:
+    """Seconds until ``url`` accepts a connection again."""
+    started = time.monotonic()
+    while True:
+        try:
+            nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+        except Exception:
+            if time.monotonic() - started > timeout:
+                raise
+            await asyncio.sleep(0.1)
+            continue
+        await nc.close()
+        return time.monotonic() - started
+
+
+async def registered_since(url: str, since: float, expected: int, timeout: float = 30.0) -> float:
+    """Seconds until ``expected`` instances have put their record after wall time ``since``."""
+    started = time.monotonic()
+    while True:
+        fresh = 0
+        with contextlib.suppress(Exception):
+            fresh = await _fresh_records(url, since)
+        if fresh >= expected:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{fresh} of {expected} instances registered again in {timeout} s")
+        await asyncio.sleep(0.25)
+
+
+async def _fresh_records(url: str, since: float) -> int:
+    nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+    try:
+        kv = await nc.jetstream(timeout=2).key_value(BUCKET)
+        fresh = 0
+        for key in await kv.keys():
+            with contextlib.suppress(Exception):
+                entry = await kv.get(key)
+                if entry.value and entry.created is not None and entry.created.timestamp() > since:
+                    fresh += 1
+        return fresh
+    finally:
+        await nc.close()
+
+
+async def consumers(url: str, streams: tuple[str, ...]) -> dict[str, set[str] | None]:
+    """The durable consumers of each of ``streams`` (None for a missing stream)."""
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+    try:
+        js = nc.jetstream(timeout=2)
+        found: dict[str, set[str] | None] = {}
+        for stream in streams:
+            try:
+                infos = await js.consumers_info(stream)
+            except NotFoundError:
+                found[stream] = None
+                continue
+            found[stream] = {i.config.durable_name or "" for i in infos} - {""}
+        return found
+    finally:
+        await nc.close()
+
+
+def ms(seconds: float) -> int:
+    return round(seconds * 1000)

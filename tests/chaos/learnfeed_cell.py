@@ -1,0 +1,126 @@
+"""A learnfeed cell for fault tests, and the load a fault test drives through it.
+
+The load speaks the public contract only: ``GET /v1/feed`` and ``POST /v1/interactions``
+(each interaction with its own ``Idempotency-Key``, so the event id the gateway gives it,
+``ix.<user>.<key>``, is known to the ledger).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from cellwork.testing import CellProcess, free_port
+from cellwork.testing.driver import Answer
+from learnfeed.catalog.demo import demo_catalog
+from learnfeed.settings import LearnfeedSettings
+
+REPO = Path(__file__).resolve().parents[2]
+USERS = 40
+
+
+def cell_spec(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The demo cell from src/learnfeed/cell.yaml under ``name``, with ``env`` over it."""
+    spec: dict[str, Any] = yaml.safe_load((REPO / "src/learnfeed/cell.yaml").read_text())
+    spec["name"] = name
+    spec["env"] = {
+        "CELLWORK_REFRESH_WINDOW": "2",
+        "CELLWORK_ACCESS_TOKEN_TTL": "3600",
+        "CELLWORK_RATE_LIMIT_RPS": "100000",
+        "CELLWORK_RATE_LIMIT_BURST": "100000",
+        **(env or {}),
+    }
+    return spec
+
+
+@dataclass
+class LearnfeedCell:
+    """A running cell: where it answers, its users' tokens, and the CLI bound to it."""
+
+    process: CellProcess
+    http: str
+    tokens: dict[str, str]
+    items: list[str]
+    _users: Iterator[str] = field(init=False)
+    _items: Iterator[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._users = itertools.cycle(sorted(self.tokens))
+        self._items = itertools.cycle(self.items)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.process.state_dir
+
+    def nats_url(self) -> str:
+        return self.process.nats_url()
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """``cellwork ARGS --state-dir <this cell's>``, its output captured."""
+        return subprocess.run(
+            [sys.executable, "-m", "cellwork", *args, "--state-dir", str(self.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.process.workdir,
+        )
+
+    def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    def first_token(self) -> str:
+        return self.tokens[min(self.tokens)]
+
+    def stored_interactions(self) -> dict[str, int]:
+        """Event ids in the recommender's interactions table (what its consumer stored)."""
+        path = self.state_dir / "data" / "recommender.db"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+            rows = db.execute("SELECT event_id, COUNT(*) FROM interactions GROUP BY event_id")
+            return {event_id: count for event_id, count in rows}
+
+    async def read(self, client: httpx.AsyncClient) -> Answer:
+        user = next(self._users)
+        try:
+            reply = await client.get("/v1/feed?limit=20", headers=self.headers(user))
+        except httpx.HTTPError as exc:
+            return Answer("feed", 0, type(exc).__name__)
+        return Answer("feed", reply.status_code)
+
+    async def interact(self, client: httpx.AsyncClient) -> Answer:
+        user, item, key = next(self._users), next(self._items), uuid.uuid4().hex
+        try:
+            reply = await client.post(
+                "/v1/interactions",
+                json={"item_id": item, "kind": "view"},
+                headers={**self.headers(user), "Idempotency-Key": key},
+            )
+        except httpx.HTTPError as exc:
+            return Answer("interaction", 0, type(exc).__name__, f"ix.{user}.{key}")
+        return Answer("interaction", reply.status_code, key=f"ix.{user}.{key}")
+
+
+def start_cell(
+    workdir: Path, name: str, env: dict[str, str] | None = None, *, nats_url: str = ""
+) -> LearnfeedCell:
+    """Start the demo cell on free ports; returns once every instance serves."""
+    http_port, ws_port = free_port(), free_port()
+    ports = {"CELLWORK_GATEWAY_PORT": str(http_port), "CELLWORK_PUSH_PORT": str(ws_port)}
+    spec = cell_spec(name, {**ports, **(env or {})})
+    if nats_url:
+        spec["nats_url"] = nats_url
+    http = f"http://127.0.0.1:{http_port}"
+    process = CellProcess(spec, workdir, ready_urls=(f"{http}/readyz",)).start(120)
+    codec = LearnfeedSettings(demo=True, access_token_ttl=3600).jwt()
+    tokens = {f"chaos-{n:03d}": codec.issue(f"chaos-{n:03d}") for n in range(USERS)}
+    _educators, items = demo_catalog()
+    return LearnfeedCell(process, http, tokens, [item.id for item in items[:200]])
