@@ -55,10 +55,14 @@ class FakeProcesses:
 
     def __init__(self, dies_on: Collection[int] = (signal.SIGKILL,)) -> None:
         self.launched: list[Launch] = []
+        self.failing = 0  # the next this many starts raise OSError, as a fork that fails
         self._dies_on = dies_on
         self._pids = itertools.count(1000)
 
     async def __call__(self, module: str, env: Mapping[str, str], log_path: Path) -> FakeProcess:
+        if self.failing:
+            self.failing -= 1
+            raise OSError(11, "Resource temporarily unavailable")
         process = FakeProcess(next(self._pids), self._dies_on)
         self.launched.append(Launch(module, dict(env), log_path, process))
         return process
@@ -70,6 +74,37 @@ class FakeProcesses:
             for launch in self.launched
             if launch.env["CELLWORK_INSTANCE_ID"] == instance_id
         ]
+
+
+class FakeNats:
+    """A ``NatsLauncher`` whose servers are ``FakeProcess`` objects (pids from 9000): a
+    test says when one is ready (``ready.set()``) or makes the next launch fail."""
+
+    url = "nats://127.0.0.1:4222"
+
+    def __init__(self) -> None:
+        self.launched: list[FakeProcess] = []
+        self.failing = 0
+        self.ready = asyncio.Event()
+        self.ready_answer = True
+        self._pids = itertools.count(9000)
+
+    @property
+    def process(self) -> FakeProcess | None:
+        return self.launched[-1] if self.launched else None
+
+    async def launch(self) -> FakeProcess:
+        if self.failing:
+            self.failing -= 1
+            raise FileNotFoundError("nats-server not found")
+        self.ready.clear()
+        process = FakeProcess(next(self._pids), (signal.SIGKILL, signal.SIGTERM))
+        self.launched.append(process)
+        return process
+
+    async def wait_ready(self, timeout: float) -> bool:
+        await self.ready.wait()
+        return self.ready_answer
 
 
 class ManualClock:

@@ -98,7 +98,10 @@ def up(
             loop.add_signal_handler(signum, supervisor.post, SignalReceived(signum))
         await supervisor.run()
 
-    run_forever(main())
+    try:
+        run_forever(main())
+    except CellworkError as exc:  # nats-server did not start, the cell already runs
+        raise _fail(exc.message) from None
 
 
 @app.command()
@@ -193,6 +196,17 @@ def status(
             f"{inst['uptime']:.0f}s",
         )
     console.print(table)
+    console.print(_nats_line(result.get("nats", {})))
+
+
+def _nats_line(nats: dict[str, Any]) -> str:
+    """The cell's NATS in one line under the status table."""
+    if not nats.get("embedded"):
+        return f"nats {nats.get('url', '?')}: external (not kept by this cell)"
+    restarts = f"{nats['restarts']} restart{'' if nats['restarts'] == 1 else 's'}"
+    if nats["state"] == "up":
+        return f"nats {nats['url']}: [green]up[/] (pid {nats['pid']}, {restarts})"
+    return f"nats {nats['url']}: [red]{nats['state']}[/] for {nats['down_for']:.0f}s ({restarts})"
 
 
 @app.command()
@@ -276,6 +290,74 @@ def stream(
         raise _fail(str(exc)) from None
     except BrokenPipeError:  # whoever read the output has gone (| head -1): done
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+chaos = typer.Typer(no_args_is_help=True, help="Break a running cell on purpose, to watch it heal.")
+chaos_nats = typer.Typer(no_args_is_help=True, help="Faults of the cell's embedded nats-server.")
+chaos.add_typer(chaos_nats, name="nats")
+app.add_typer(chaos, name="chaos")
+Instance = Annotated[
+    str | None, typer.Option("--instance", help="an instance id (default: the first running one)")
+]
+
+
+def _control(
+    verb: str, payload: dict[str, Any], cell: str | None, file: Path | None, state_dir: Path | None
+) -> Any:
+    """Send one control request to the running cell; exits 1 with the reason if refused."""
+    state = _state(cell, file, state_dir)
+    try:
+        return run_forever(request(state, verb, payload, timeout=15))
+    except CellworkError as exc:
+        raise _fail(exc.message) from None
+
+
+@chaos.command("kill")
+def chaos_kill(
+    service: Annotated[str, typer.Argument(help="service name in the cell file")],
+    instance: Instance = None,
+    cell: CellOption = None,
+    file: CellFile = None,
+    state_dir: StateDir = None,
+) -> None:
+    """SIGKILL one instance of SERVICE; the supervisor restarts it as after a crash."""
+    done = _control("kill", {"service": service, "instance": instance}, cell, file, state_dir)
+    console.print(f"killed {done['instance']} (pid {done['pid']}) with SIGKILL")
+
+
+@chaos.command("pause")
+def chaos_pause(
+    service: Annotated[str, typer.Argument(help="service name in the cell file")],
+    seconds: Annotated[
+        float, typer.Option("--for", help="seconds to keep it stopped", min=0.001, max=3600)
+    ],
+    instance: Instance = None,
+    cell: CellOption = None,
+    file: CellFile = None,
+    state_dir: StateDir = None,
+) -> None:
+    """SIGSTOP one instance of SERVICE; the supervisor sends SIGCONT after --for seconds
+    (unless its hang detection has replaced it by then)."""
+    payload = {"service": service, "instance": instance, "seconds": seconds}
+    done = _control("pause", payload, cell, file, state_dir)
+    console.print(f"paused {done['instance']} (pid {done['pid']}) for {done['seconds']:g}s")
+
+
+@chaos_nats.command("restart")
+def chaos_nats_restart(
+    down: Annotated[
+        float,
+        typer.Option(help="seconds it stays down (0: the supervisor's usual restart)", min=0),
+    ] = 0.0,
+    cell: CellOption = None,
+    file: CellFile = None,
+    state_dir: StateDir = None,
+) -> None:
+    """SIGKILL the cell's embedded nats-server; the supervisor starts it again on the
+    same port with the same store."""
+    done = _control("nats_restart", {"down": down}, cell, file, state_dir)
+    after = f"after {down:g}s" if down else "after its usual back-off"
+    console.print(f"killed nats-server (pid {done['pid']}) at {done['url']}; it restarts {after}")
 
 
 @app.command(

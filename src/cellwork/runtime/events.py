@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 from cellwork.discovery.instance import InstanceInfo
 from cellwork.runtime.processes import InstanceProcess
@@ -32,13 +34,24 @@ class Exited:
     code: int
 
 
+class ProbeResult(StrEnum):
+    """What one health check of an instance found."""
+
+    SERVING = "SERVING"
+    NOT_SERVING = "NOT_SERVING"  # answered, but not SERVING (draining, degraded, starting)
+    NO_ANSWER = "NO_ANSWER"  # no answer within the timeout, or the connection refused
+
+
 @dataclass(frozen=True, slots=True)
 class HealthChecked:
-    """``process`` of ``slot`` answered the health check SERVING (``ok``) or did not."""
+    """``process`` of ``slot`` was asked the gRPC health question; ``result`` is what it said.
+
+    The supervisor probes liveness: only NO_ANSWER counts against an instance that has
+    served once; NOT_SERVING is an answer (the instance is alive, it knows it cannot serve)."""
 
     slot: Slot
     process: InstanceProcess
-    ok: bool
+    result: ProbeResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +66,11 @@ class SignalReceived:
     """SIGINT or SIGTERM reached the supervisor: the first drains the cell, a second kills."""
 
     signum: int
+
+
+class RequestRefused(ValueError):
+    """A control request the cell cannot act on (an unknown service, a bad count, the
+    cell draining...): the message says why, and is what the asker sees."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +92,63 @@ class ScaleRequested:
     reply: asyncio.Future[Scaled]
 
 
-SupervisorEvent = Tick | Exited | HealthChecked | RegistryChanged | SignalReceived | ScaleRequested
+@dataclass(frozen=True, slots=True)
+class NatsExited:
+    """The cell's embedded nats-server ``process`` exited with ``code``."""
+
+    process: InstanceProcess
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class NatsReady:
+    """The embedded nats-server ``process`` accepts connections (``ok``), or did not
+    within its start timeout (not ``ok``: it is killed and started again)."""
+
+    process: InstanceProcess
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KillRequested:
+    """``cellwork chaos kill``: SIGKILL one instance of ``service`` (``instance``, or the
+    first alive); the loop answers on ``reply`` with what it did (or ``RequestRefused``)."""
+
+    service: str
+    instance: str | None
+    reply: asyncio.Future[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PauseRequested:
+    """``cellwork chaos pause``: SIGSTOP one instance of ``service`` now and SIGCONT it
+    after ``seconds``; answered on ``reply``."""
+
+    service: str
+    instance: str | None
+    seconds: float
+    reply: asyncio.Future[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class NatsRestartRequested:
+    """``cellwork chaos nats restart``: SIGKILL the embedded nats-server and start it again
+    ``down`` seconds later (0: after the usual restart back-off); answered on ``reply``."""
+
+    down: float
+    reply: asyncio.Future[dict[str, Any]]
+
+
+SupervisorEvent = (
+    Tick
+    | Exited
+    | HealthChecked
+    | RegistryChanged
+    | SignalReceived
+    | ScaleRequested
+    | NatsExited
+    | NatsReady
+    | KillRequested
+    | PauseRequested
+    | NatsRestartRequested
+)

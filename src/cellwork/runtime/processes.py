@@ -88,8 +88,12 @@ class InstanceLauncher:
         return await self.processes(module, self.env_for(service, instance_id, cell_env), log_path)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask Linux to SIGTERM this child if the supervisor dies, so nothing is orphaned."""
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGTERM this child if the supervisor dies, so nothing is orphaned.
+
+    A ``preexec_fn``. Linux ties PR_SET_PDEATHSIG to the *thread* that forked: fork
+    from the loop's thread (never from ``asyncio.to_thread``), or the child is
+    signalled when that worker thread ends."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -110,5 +114,5 @@ async def spawn_serve(module: str, env: Mapping[str, str], log_path: Path) -> In
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which drains in order
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )

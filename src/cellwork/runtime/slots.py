@@ -18,7 +18,7 @@ class SlotState(StrEnum):
 
     STARTING = "STARTING"  # process started, not yet answering SERVING
     SERVING = "SERVING"
-    NOT_SERVING = "NOT_SERVING"  # alive but its health check fails or says so
+    NOT_SERVING = "NOT_SERVING"  # served once; now answers NOT_SERVING, or does not answer
     DRAINING = "DRAINING"  # told to stop; finishing in-flight work
     BACKOFF = "BACKOFF"  # exited; waiting to be restarted
     STOPPED = "STOPPED"
@@ -40,11 +40,12 @@ class Slot:
     started_at: float = 0.0  # monotonic time of the current start
     started_wall: float = 0.0
     serving_since: float | None = None
-    last_healthy: float = 0.0  # monotonic time of the last SERVING answer
+    last_answer: float = 0.0  # monotonic time of the last health answer after SERVING once
     next_start_at: float = 0.0
     stopping: bool = False  # scale-down or cell drain: do not restart
     replacing: bool = False  # scaled down, then up again before it exited: start it anew
     kill_at: float | None = None  # monotonic time to escalate to SIGKILL
+    resume_at: float | None = None  # paused (SIGSTOP) by chaos: monotonic time to SIGCONT
     host: str = ""
     grpc_port: int = 0
     metrics_port: int = 0
@@ -57,13 +58,18 @@ class Slot:
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
-    def hung(self, now: float, hang_timeout: float, startup_timeout: float) -> bool:
-        """True when a running, non-stopping instance should be killed and replaced."""
+    def hung(
+        self, now: float, hang_timeout: float, startup_timeout: float, *, startup_from: float = 0.0
+    ) -> bool:
+        """True when a running, non-stopping instance should be killed and replaced: it
+        has not reached SERVING within ``startup_timeout`` (counted from its start, or
+        from ``startup_from`` if later: when NATS came back), or, having served, has not
+        answered a health check for ``hang_timeout``."""
         if not self.alive or self.stopping:
             return False
-        if self.serving_since is None and self.last_healthy == 0.0:
-            return now - self.started_at > startup_timeout
-        return now - max(self.last_healthy, self.started_at) > hang_timeout
+        if self.serving_since is None:
+            return now - max(self.started_at, startup_from) > startup_timeout
+        return now - max(self.last_answer, self.serving_since) > hang_timeout
 
     def describe(self, now: float, wall: float) -> dict[str, Any]:
         """The slot as ``cellwork status --json`` prints it."""

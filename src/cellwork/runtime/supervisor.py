@@ -4,21 +4,26 @@ In the style of uvicorn's multiprocess supervisor: signal handlers, the ticker,
 the health prober, the registry watcher, process waiters and the control
 channel only *post events* (``runtime.events``) to one queue; one loop hands
 each to ``SupervisorCore.handle``, so every change to a slot happens in one
-place. This module is the shell around that core: it owns NATS, the registry
-and its watcher, the ticker, the health loop and the control subscription.
+place. This module is the shell around that core: it owns the NATS connection,
+the registry and its watcher, the ticker, the health loop and the control socket.
 Tests drive the core with fake processes and a fake clock, and this shell on a
 real nats-server.
 
 What it does:
-- starts a real ``nats-server`` (unless the cell names an external NATS);
+- starts a real ``nats-server`` (unless the cell names an external NATS), a child
+  that dies with the supervisor, and starts it again on the same port with the
+  same store whenever it exits (``NatsKeeper``);
 - opens the registry bucket the instances use: ``registry_bucket``,
   ``registry_ttl`` and ``stream_replicas`` of ``ServiceSettings``, read from its
   own environment with the cell file's ``env:`` over it, as an instance reads them;
 - starts each replica as ``python -m cellwork serve MODULE`` on free ports;
 - restarts a process that exits, after a back-off with full jitter;
-- kills and replaces an instance whose health check fails for ``hang_timeout``
-  (or that does not reach SERVING within ``startup_timeout``);
-- scales a service up or down while running;
+- kills and replaces an instance that, having served, does not answer its health
+  check for ``hang_timeout`` (or that does not reach SERVING within
+  ``startup_timeout``, a clock that stops while NATS is down);
+- scales a service up or down while running, and acts on ``cellwork chaos``;
+- answers ``cellwork status``/``scale``/``chaos`` on a Unix socket (``control``),
+  so the cell can be steered while NATS is down;
 - on the first SIGINT/SIGTERM drains: SIGTERM to every instance, SIGKILL to any
   still alive after ``stop_grace``, then stops NATS; a second signal kills at once.
 """
@@ -27,15 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from cellwork.config.settings import ServiceSettings, settings_from_env
@@ -44,16 +46,21 @@ from cellwork.discovery.watcher import RegistryWatcher
 from cellwork.events.connection import connect_nats
 from cellwork.observability.logging import get_logger
 from cellwork.runtime.cellfile import CellFileError, CellSpec
-from cellwork.runtime.control import CellState, control_subject
+from cellwork.runtime.control import CellState, ControlServer, control_socket_path
 from cellwork.runtime.events import (
     HealthChecked,
+    KillRequested,
+    NatsRestartRequested,
+    PauseRequested,
     RegistryChanged,
+    RequestRefused,
     ScaleRequested,
     SupervisorEvent,
     Tick,
 )
 from cellwork.runtime.health import HealthProbe
-from cellwork.runtime.nats_server import NatsServer
+from cellwork.runtime.nats_keeper import NatsKeeper
+from cellwork.runtime.nats_server import EmbeddedNats
 from cellwork.runtime.processes import InstanceLauncher, ProcessFactory, spawn_serve
 from cellwork.runtime.supervisor_core import SYSTEM_CLOCK, Clock, SupervisorCore
 
@@ -61,6 +68,8 @@ _log = get_logger("cellwork.supervisor")
 
 TICK_SECONDS = 0.2
 SCALE_REPLY_TIMEOUT = 10.0  # seconds a control request waits for the loop's answer
+DEREGISTER_TIMEOUT = 2.0  # seconds the loop gives NATS to drop an exited instance's record
+CLOSE_TIMEOUT = 5.0  # seconds the watcher and the NATS connection get to close on the way out
 
 
 def cell_settings(spec: CellSpec, environ: Mapping[str, str]) -> ServiceSettings:
@@ -125,40 +134,59 @@ class Supervisor:
         """Start the cell, act on events until it has drained, then stop all it started.
 
         Sets ``started`` once every instance was launched. Raises what start-up raises
-        (NATS unreachable, nats-server missing); cleans up either way."""
+        (NATS unreachable, nats-server missing, the cell already running); cleans up
+        either way."""
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(_log.info, "supervisor.stopped", cell=self.spec.name)
             stack.callback(self._remove_state_file)
             (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
-            nats_url, monitor = self._start_nats(stack)
+            control = ControlServer(control_socket_path(self.state_dir), self._on_control)
+            await control.start()  # first: a second `up` of a running cell stops here
+            stack.push_async_callback(control.close)
+            nats = await self._start_nats(stack)
+            nats_url = self.nats_url
+            assert nats_url is not None  # set by _start_nats
             nc = await connect_nats(nats_url, name=f"supervisor/{self.spec.name}")
-            stack.push_async_callback(_close_quietly, nc)
+            stack.push_async_callback(lambda: _bounded(nc.close(), "nats_connection"))
             s = self.settings
             registry = await Registry.open(
                 nc, s.registry_bucket, s.registry_ttl, replicas=s.stream_replicas
             )
             watcher = RegistryWatcher(registry)
-            stack.push_async_callback(watcher.close)
+            stack.push_async_callback(lambda: _bounded(watcher.close(), "registry_watcher"))
             watcher.add_listener(lambda snapshot: self.post(RegistryChanged(snapshot)))
             await watcher.start()
             stack.push_async_callback(self._probe.close)
             launcher = InstanceLauncher(
                 self._processes, self._environ, nats_url, self.state_dir, self.spec.zone
             )
+
+            async def deregister(service: str, instance_id: str) -> None:
+                await asyncio.wait_for(registry.delete(service, instance_id), DEREGISTER_TIMEOUT)
+
+            keeper = None
+            if nats is not None:
+                keeper = NatsKeeper(
+                    nats, post=self.post, monotonic=self._clock.monotonic, wall=self._clock.wall
+                )
             core = self._core = SupervisorCore(
                 self.spec,
                 launcher,
-                deregister=registry.delete,
+                deregister=deregister,
                 forget_health=self._probe.forget,
                 post=self.post,
+                nats=keeper,
                 clock=self._clock,
             )
             stack.push_async_callback(core.close)
-            for verb in ("status", "scale"):
-                await nc.subscribe(control_subject(self.spec.name, verb), cb=self._on_control)
-            CellState(self.spec.name, nats_url, os.getpid(), str(self.state_dir), monitor).write(
-                self.state_dir
-            )
+            CellState(
+                self.spec.name,
+                nats_url,
+                os.getpid(),
+                str(self.state_dir),
+                nats.monitor_url if nats is not None else "",
+                str(control.path),
+            ).write(self.state_dir)
             await core.start()
             _log.info("supervisor.started", cell=self.spec.name, instances=len(core.slots))
             async with asyncio.TaskGroup() as tasks:
@@ -194,52 +222,103 @@ class Supervisor:
             await asyncio.sleep(self.spec.supervisor.health_interval)
             targets = core.health_targets()
             results = await asyncio.gather(
-                *(self._probe.check(address) for _slot, _process, address in targets)
+                *(self._probe.ask(address) for _slot, _process, address in targets)
             )
-            for (slot, process, _address), ok in zip(targets, results, strict=True):
-                self.post(HealthChecked(slot, process, ok))
+            for (slot, process, _address), result in zip(targets, results, strict=True):
+                self.post(HealthChecked(slot, process, result))
 
-    async def _on_control(self, msg: Msg) -> None:
-        verb = msg.subject.rsplit(".", 1)[-1]
+    # -- the control socket ---------------------------------------------------------------
+
+    def nats_status(self) -> dict[str, Any]:
+        """The cell's NATS as ``cellwork status --json`` prints it under ``nats``."""
+        core = self._core
+        if core is not None and core.nats is not None:
+            return core.nats.status()
+        return {"embedded": False, "url": self.nats_url, "state": "external"}
+
+    async def _on_control(self, verb: str, args: dict[str, Any]) -> Any:
+        """Answer one control request (``control.Handler``): status at once, the others
+        through the loop, as events. Raises RequestRefused for a bad request."""
+        if verb == "status":
+            return {"cell": self.spec.name, "nats": self.nats_status(), "instances": self.status()}
+        if self._core is None:
+            raise RequestRefused("the cell is still starting")
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if verb == "scale":
+            self.post(ScaleRequested(_text(args, "service"), _count(args, "replicas"), reply))
+        elif verb == "kill":
+            self.post(KillRequested(_text(args, "service"), _instance(args), reply))
+        elif verb == "pause":
+            seconds = _seconds(args, "seconds")
+            self.post(PauseRequested(_text(args, "service"), _instance(args), seconds, reply))
+        elif verb == "nats_restart":
+            self.post(NatsRestartRequested(_seconds(args, "down", 0.0), reply))
+        else:
+            known = "status, scale, kill, pause, nats_restart"
+            raise RequestRefused(f"unknown verb {verb!r} (known: {known})")
         try:
-            payload = json.loads(msg.data or b"{}")
-            if verb == "status":
-                result: Any = {"cell": self.spec.name, "instances": self.status()}
-            else:
-                reply = asyncio.get_running_loop().create_future()
-                self.post(ScaleRequested(str(payload["service"]), int(payload["replicas"]), reply))
-                result = asdict(await asyncio.wait_for(reply, timeout=SCALE_REPLY_TIMEOUT))
-            answer = {"result": result}
-        except (KeyError, TypeError, ValueError) as exc:  # ScaleRefused is a ValueError
-            answer = {"error": str(exc)}
+            result = await asyncio.wait_for(reply, timeout=SCALE_REPLY_TIMEOUT)
         except TimeoutError:
-            answer = {"error": f"the supervisor did not act on it within {SCALE_REPLY_TIMEOUT} s"}
-        await msg.respond(json.dumps(answer).encode())
+            raise RequestRefused(
+                f"the supervisor did not act on it within {SCALE_REPLY_TIMEOUT} s"
+            ) from None
+        return asdict(result) if verb == "scale" else result
 
     # -- NATS and the state file ----------------------------------------------------------
 
-    def _start_nats(self, stack: contextlib.AsyncExitStack) -> tuple[str, str]:
-        """The cell's NATS URL and monitoring URL: the URL given (and no monitor), or an
-        embedded server's, which ``stack`` stops."""
+    async def _start_nats(self, stack: contextlib.AsyncExitStack) -> EmbeddedNats | None:
+        """Start the embedded nats-server (stopped by ``stack``) unless the cell names an
+        external NATS; sets ``nats_url`` either way."""
         if self.nats_url is not None:
-            return self.nats_url, ""
-        # Started from this (the loop's) thread: PDEATHSIG is tied to the forking thread.
-        server = NatsServer(self.state_dir / "nats").start()
-        stack.callback(server.stop)
-        self.nats_url = server.url
+            return None
+        nats = EmbeddedNats(self.state_dir / "nats")
+        await nats.start()
+        stack.push_async_callback(nats.stop)
+        self.nats_url = nats.url
         _log.info(
             "supervisor.nats_started",
-            url=server.url,
-            monitor=server.monitor_url,
+            url=nats.url,
+            monitor=nats.monitor_url,
             store=str(self.state_dir),
         )
-        return server.url, server.monitor_url
+        return nats
 
     def _remove_state_file(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / "cell.json").unlink()
 
 
-async def _close_quietly(nc: NatsClient) -> None:
-    with contextlib.suppress(Exception):  # closing a connection NATS already dropped
-        await nc.close()
+async def _bounded(closing: Awaitable[None], part: str) -> None:
+    """Await a part's close for at most CLOSE_TIMEOUT: a NATS that is away (or came back
+    as a new server) must not hold the cell's stop."""
+    try:
+        await asyncio.wait_for(closing, CLOSE_TIMEOUT)
+    except TimeoutError:
+        _log.warning("supervisor.close_timed_out", part=part, timeout=CLOSE_TIMEOUT)
+    except Exception as exc:  # closing a connection NATS already dropped
+        _log.info("supervisor.close_failed", part=part, error=repr(exc))
+
+
+def _text(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value:
+        raise RequestRefused(f"{key!r} must be a non-empty string")
+    return value
+
+
+def _instance(args: dict[str, Any]) -> str | None:
+    return None if args.get("instance") is None else _text(args, "instance")
+
+
+def _count(args: dict[str, Any], key: str) -> int:
+    value = args.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RequestRefused(f"{key!r} must be an integer")
+    return value
+
+
+def _seconds(args: dict[str, Any], key: str, default: float | None = None) -> float:
+    value = args.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        raise RequestRefused(f"{key!r} must be a number of seconds")
+    return float(value)

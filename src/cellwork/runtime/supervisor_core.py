@@ -4,18 +4,27 @@ No NATS, no timers, no signal handlers: time comes from an injected ``Clock``,
 processes from an ``InstanceLauncher`` (whose process factory a test replaces
 with fakes), and the two things the loop asks of the outside world -- drop an
 instance from the registry, close its health channel -- are functions handed
-in. ``supervisor.Supervisor`` is the shell around it: it owns NATS, the
-registry watcher, the ticker, the health prober and the control channel, and
-turns what they see into events for this core.
+in. The embedded nats-server is kept by a ``NatsKeeper`` this core hands its
+events to. ``supervisor.Supervisor`` is the shell around it: it owns the NATS
+connection, the registry watcher, the ticker, the health prober and the control
+socket, and turns what they see into events for this core.
 
 One slot's life (states as ``cellwork status`` prints them)::
 
     STARTING --SERVING answer--> SERVING <--> NOT_SERVING
-       |  no SERVING within startup_timeout, or none for hang_timeout: SIGKILL
+       |  no SERVING within startup_timeout (paused while NATS is down), or,
+       |  having served, no answer at all for hang_timeout: SIGKILL
        v
-    exited, not asked to stop --> BACKOFF --backoff(failures) later--> STARTING
+    exited (or failed to start), not asked to stop
+        --> BACKOFF --backoff(failures) later--> STARTING
     scaled away or cell draining --> DRAINING (SIGTERM; SIGKILL after stop_grace)
                                      --exited--> STOPPED
+
+The supervisor probes liveness, not readiness: an instance that answers
+NOT_SERVING (draining, degraded while a dependency is away) is alive and kept.
+
+No event takes the cell down: ``handle`` logs what one handler raises
+(``supervisor.handler_failed``) and goes on; a failed start is a crash.
 """
 
 from __future__ import annotations
@@ -36,19 +45,28 @@ from cellwork.runtime.cellfile import CellSpec
 from cellwork.runtime.events import (
     Exited,
     HealthChecked,
+    KillRequested,
+    NatsExited,
+    NatsReady,
+    NatsRestartRequested,
+    PauseRequested,
+    ProbeResult,
     RegistryChanged,
+    RequestRefused,
     Scaled,
     ScaleRequested,
     SignalReceived,
     SupervisorEvent,
     Tick,
 )
+from cellwork.runtime.nats_keeper import NatsKeeper
 from cellwork.runtime.processes import InstanceLauncher, InstanceProcess
 from cellwork.runtime.slots import Slot, SlotState
 
 _log = get_logger("cellwork.supervisor")
 
 MAX_REPLICAS = 64  # the cell file's bound for a service's replicas
+MAX_PAUSE = 3600.0  # seconds ``cellwork chaos pause`` may stop an instance for
 
 Deregister = Callable[[str, str], Awaitable[None]]
 """``await deregister(service, instance_id)`` removes the instance's registry record."""
@@ -56,7 +74,7 @@ ForgetHealth = Callable[[str], Awaitable[None]]
 """``await forget_health("host:port")`` closes the health channel to an address that is gone."""
 
 
-class ScaleRefused(ValueError):
+class ScaleRefused(RequestRefused):
     """A scale request names an unknown service or a count outside 0..64, or the cell drains."""
 
 
@@ -87,6 +105,7 @@ class SupervisorCore:
         deregister: Deregister,
         forget_health: ForgetHealth,
         post: Callable[[SupervisorEvent], None],
+        nats: NatsKeeper | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -98,6 +117,7 @@ class SupervisorCore:
         self._deregister = deregister
         self._forget_health = forget_health
         self._post = post
+        self.nats = nats  # None: the cell's NATS is external, not ours to keep
         self._clock = clock
         self._rng = rng
         self._waiters: set[asyncio.Task[None]] = set()
@@ -105,7 +125,10 @@ class SupervisorCore:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start every replica the cell file asks for."""
+        """Watch the embedded nats-server (already started) and start every replica the
+        cell file asks for. A replica that fails to start waits out a back-off."""
+        if self.nats is not None:
+            self.nats.start()
         for name, service in self.spec.services.items():
             for index in range(service.replicas):
                 await self._add_slot(name, index)
@@ -115,12 +138,20 @@ class SupervisorCore:
         for slot in self.slots:
             process = slot.process
             if process is not None and process.returncode is None:
-                _send(process, signal.SIGKILL)
+                try:
+                    _send(process, signal.SIGKILL)
+                except OSError as exc:  # not ours to kill (any more): do not wait for it
+                    _log.warning(
+                        "supervisor.kill_failed", instance=slot.instance_id, error=str(exc)
+                    )
+                    continue
                 with contextlib.suppress(Exception):
                     await process.wait()
         for task in list(self._waiters):
             task.cancel()
         await asyncio.gather(*self._waiters, return_exceptions=True)
+        if self.nats is not None:
+            await self.nats.close()
 
     # -- reading ------------------------------------------------------------------------
 
@@ -143,67 +174,114 @@ class SupervisorCore:
 
     async def handle(self, event: SupervisorEvent) -> bool:
         """Act on one event. True once the cell drains and no instance is alive (seen on
-        a ``Tick``): the loop should end."""
+        a ``Tick``): the loop should end. Never raises: what a handler raises is logged
+        (``supervisor.handler_failed``) and answered to a waiting asker."""
+        try:
+            return await self._dispatch(event)
+        except Exception as exc:
+            _log.exception("supervisor.handler_failed", **_describe(event), error=repr(exc))
+            reply = getattr(event, "reply", None)
+            if isinstance(reply, asyncio.Future) and not reply.done():
+                reply.set_exception(RuntimeError(f"the supervisor failed to act on it: {exc!r}"))
+            return False
+
+    async def _dispatch(self, event: SupervisorEvent) -> bool:
         match event:
             case Tick():
                 return await self._on_tick()
             case Exited(slot, process, code):
                 await self._on_exit(slot, process, code)
-            case HealthChecked(slot, process, ok):
-                self._on_health(slot, process, ok)
+            case HealthChecked(slot, process, result):
+                self._on_health(slot, process, result)
             case RegistryChanged(snapshot):
                 self._on_registry(snapshot)
             case SignalReceived(signum):
                 self._on_signal(signum)
             case ScaleRequested(service, replicas, reply):
-                try:
-                    scaled = await self._scale(service, replicas)
-                except ScaleRefused as exc:
-                    if not reply.done():  # the asker may have given up waiting
-                        reply.set_exception(exc)
-                else:
-                    if not reply.done():
-                        reply.set_result(scaled)
+                _answer(reply, await _attempt(lambda: self._scale(service, replicas)))
+            case NatsExited(process, code):
+                if self.nats is not None:
+                    self.nats.on_exit(process, code)
+            case NatsReady(process, ok):
+                if self.nats is not None:
+                    self.nats.on_ready(process, ok)
+            case KillRequested(service, instance, reply):
+                _answer(reply, await _attempt(lambda: self._chaos_kill(service, instance)))
+            case PauseRequested(service, instance, seconds, reply):
+                _answer(
+                    reply, await _attempt(lambda: self._chaos_pause(service, instance, seconds))
+                )
+            case NatsRestartRequested(down, reply):
+                _answer(reply, await _attempt(lambda: self._chaos_nats(down)))
             case _:
                 assert_never(event)
         return False
 
     async def _on_tick(self) -> bool:
+        if self.nats is not None:
+            await self.nats.on_tick()
+        for slot in list(self.slots):
+            try:
+                await self._tick_slot(slot)
+            except Exception as exc:  # one slot's trouble must not stop the others' care
+                _log.exception(
+                    "supervisor.handler_failed",
+                    kind="Tick",
+                    instance=slot.instance_id,
+                    error=repr(exc),
+                )
+        return self.draining and not any(slot.alive for slot in self.slots)
+
+    def _startup_from(self, now: float) -> float:
+        """Since when a starting instance's startup_timeout runs: instances wait for NATS
+        to start, so the clock stops while it is down and starts over when it is back."""
+        if self.nats is None:
+            return 0.0
+        return self.nats.up_since if self.nats.up else now
+
+    async def _tick_slot(self, slot: Slot) -> None:
         now = self._clock.monotonic()
         sup = self.spec.supervisor
-        for slot in list(self.slots):
-            if slot.process is not None and slot.alive:
-                if slot.kill_at is not None and now >= slot.kill_at:
-                    _log.warning("supervisor.escalate_kill", instance=slot.instance_id)
-                    _send(slot.process, signal.SIGKILL)
-                    slot.kill_at = None
-                elif slot.hung(now, sup.hang_timeout, sup.startup_timeout):
-                    _log.warning(
-                        "supervisor.hung",
-                        instance=slot.instance_id,
-                        pid=slot.pid,
-                        since=round(now - max(slot.last_healthy, slot.started_at), 3),
-                    )
-                    _send(slot.process, signal.SIGKILL)
-                elif slot.serving_since is not None and now - slot.serving_since > sup.stable_after:
-                    slot.consecutive_failures = 0
-            elif (
-                slot.state is SlotState.BACKOFF and not slot.stopping and now >= slot.next_start_at
+        if slot.process is not None and slot.alive:
+            if slot.resume_at is not None and now >= slot.resume_at:
+                slot.resume_at = None
+                _send(slot.process, signal.SIGCONT)
+                _log.info("supervisor.resumed", instance=slot.instance_id, pid=slot.pid)
+            if slot.kill_at is not None and now >= slot.kill_at:
+                _log.warning("supervisor.escalate_kill", instance=slot.instance_id)
+                _send(slot.process, signal.SIGKILL)
+                slot.kill_at = None
+            elif slot.hung(
+                now, sup.hang_timeout, sup.startup_timeout, startup_from=self._startup_from(now)
             ):
-                await self._spawn(slot)
-        return self.draining and not any(slot.alive for slot in self.slots)
+                since = slot.started_at if slot.serving_since is None else slot.last_answer
+                _log.warning(
+                    "supervisor.hung",
+                    instance=slot.instance_id,
+                    pid=slot.pid,
+                    since=round(now - since, 3),
+                )
+                _send(slot.process, signal.SIGKILL)
+            elif slot.serving_since is not None and now - slot.serving_since > sup.stable_after:
+                slot.consecutive_failures = 0
+        elif slot.state is SlotState.BACKOFF and not slot.stopping and now >= slot.next_start_at:
+            await self._spawn(slot)
 
     async def _on_exit(self, slot: Slot, process: InstanceProcess, code: int) -> None:
         if slot.process is not process:
             return  # an older start of this slot, or news already acted on
-        slot.process, slot.pid = None, None
-        try:
-            # At once: clients should not wait for the registry's TTL to drop it.
-            await self._deregister(slot.service, slot.instance_id)
-        except Exception as exc:  # NATS away: the TTL drops the record instead
-            _log.warning("supervisor.deregister_failed", instance=slot.instance_id, error=str(exc))
+        slot.process, slot.pid, slot.resume_at = None, None, None
+        if self.nats is None or self.nats.up:  # NATS away: the TTL drops the record instead
+            try:
+                # At once: clients should not wait for the registry's TTL to drop it.
+                await self._deregister(slot.service, slot.instance_id)
+            except Exception as exc:
+                _log.warning(
+                    "supervisor.deregister_failed", instance=slot.instance_id, error=str(exc)
+                )
         if slot.grpc_port:
-            await self._forget_health(f"{slot.host}:{slot.grpc_port}")
+            with contextlib.suppress(Exception):  # a channel that fails to close is gone anyway
+                await self._forget_health(f"{slot.host}:{slot.grpc_port}")
         if slot.replacing:
             # Scaled down and up again before it exited: a replacement, not a failure.
             slot.replacing = False
@@ -217,6 +295,16 @@ class SupervisorCore:
             if leaving and slot in self.slots:
                 self.slots.remove(slot)
             return
+        delay = self._back_off(slot)
+        _log.warning(
+            "supervisor.instance_exited",
+            instance=slot.instance_id,
+            code=code,
+            restart_in=round(delay, 3),
+        )
+
+    def _back_off(self, slot: Slot) -> float:
+        """Count a failure of ``slot`` and schedule its next start; returns the delay."""
         slot.consecutive_failures += 1
         slot.restarts += 1
         sup = self.spec.supervisor
@@ -227,19 +315,14 @@ class SupervisorCore:
             rng=self._rng,
         )
         slot.state, slot.next_start_at = SlotState.BACKOFF, self._clock.monotonic() + delay
-        _log.warning(
-            "supervisor.instance_exited",
-            instance=slot.instance_id,
-            code=code,
-            restart_in=round(delay, 3),
-        )
+        return delay
 
-    def _on_health(self, slot: Slot, process: InstanceProcess, ok: bool) -> None:
+    def _on_health(self, slot: Slot, process: InstanceProcess, result: ProbeResult) -> None:
         if slot.process is not process or slot.stopping:
             return
         now = self._clock.monotonic()
-        if ok:
-            slot.last_healthy = now
+        if result is ProbeResult.SERVING:
+            slot.last_answer = now
             if slot.serving_since is None:
                 slot.serving_since = now
                 _log.info(
@@ -249,6 +332,9 @@ class SupervisorCore:
                 )
             slot.state = SlotState.SERVING
         elif slot.serving_since is not None:
+            # It has served: NOT_SERVING is a live answer, silence is what hangs it.
+            if result is ProbeResult.NOT_SERVING:
+                slot.last_answer = now
             slot.state = SlotState.NOT_SERVING
 
     def _on_registry(self, snapshot: Mapping[str, InstanceInfo]) -> None:
@@ -286,7 +372,21 @@ class SupervisorCore:
         await self._spawn(slot)
 
     async def _spawn(self, slot: Slot) -> None:
-        process = await self._launcher.launch(slot.service, slot.instance_id, slot.module, slot.env)
+        """Start the slot's instance; a start that fails counts as a crash (back-off)."""
+        try:
+            process = await self._launcher.launch(
+                slot.service, slot.instance_id, slot.module, slot.env
+            )
+        except Exception as exc:
+            slot.process, slot.pid = None, None
+            delay = self._back_off(slot)
+            _log.error(
+                "supervisor.spawn_failed",
+                instance=slot.instance_id,
+                error=repr(exc),
+                restart_in=round(delay, 3),
+            )
+            return
         now = self._clock.monotonic()
         slot.process, slot.pid = process, process.pid
         slot.state, slot.started_at, slot.started_wall = (
@@ -294,7 +394,7 @@ class SupervisorCore:
             now,
             self._clock.wall(),
         )
-        slot.serving_since, slot.last_healthy, slot.kill_at = None, 0.0, None
+        slot.serving_since, slot.last_answer, slot.kill_at, slot.resume_at = None, 0.0, None, None
         slot.host, slot.grpc_port, slot.metrics_port = "", 0, 0
         task = asyncio.create_task(self._wait_exit(slot, process), name=f"wait:{slot.instance_id}")
         self._waiters.add(task)
@@ -313,6 +413,9 @@ class SupervisorCore:
             slot.state = SlotState.DRAINING
             slot.kill_at = self._clock.monotonic() + self.spec.supervisor.stop_grace
             _send(slot.process, signal.SIGTERM)
+            if slot.resume_at is not None:  # paused by chaos: let it see the SIGTERM
+                slot.resume_at = None
+                _send(slot.process, signal.SIGCONT)
         elif slot.state is SlotState.BACKOFF:
             slot.state = SlotState.STOPPED
 
@@ -346,6 +449,90 @@ class SupervisorCore:
                 existing.kill_at = self._clock.monotonic()
         _log.info("supervisor.scaled", service=service, before=before, after=replicas)
         return Scaled(service, before, replicas)
+
+    # -- chaos ----------------------------------------------------------------------------
+
+    def _chaos_target(self, service: str, instance: str | None) -> tuple[Slot, InstanceProcess]:
+        """The running slot a chaos request means; raises RequestRefused saying why not."""
+        if service not in self.spec.services:
+            raise RequestRefused(
+                f"unknown service {service!r}; the cell has {sorted(self.desired)}"
+            )
+        if self.draining:
+            raise RequestRefused("the cell is draining")
+        mine = sorted((s for s in self.slots if s.service == service), key=lambda s: s.index)
+        if instance is not None:
+            named = [s for s in mine if s.instance_id == instance]
+            if not named:
+                ids = ", ".join(s.instance_id for s in mine) or "none"
+                raise RequestRefused(f"{service} has no instance {instance!r} (it has {ids})")
+            mine = named
+        for slot in mine:
+            if slot.process is not None and slot.alive and not slot.stopping:
+                return slot, slot.process
+        raise RequestRefused(f"no running instance of {instance or service} to act on")
+
+    async def _chaos_kill(self, service: str, instance: str | None) -> dict[str, Any]:
+        slot, process = self._chaos_target(service, instance)
+        _send(process, signal.SIGKILL)
+        _log.warning("supervisor.chaos", action="kill", instance=slot.instance_id, pid=process.pid)
+        return {"service": service, "instance": slot.instance_id, "pid": process.pid}
+
+    async def _chaos_pause(
+        self, service: str, instance: str | None, seconds: float
+    ) -> dict[str, Any]:
+        if not 0 < seconds <= MAX_PAUSE:
+            raise RequestRefused(f"--for must be more than 0 and at most {MAX_PAUSE:.0f} seconds")
+        slot, process = self._chaos_target(service, instance)
+        _send(process, signal.SIGSTOP)
+        slot.resume_at = self._clock.monotonic() + seconds
+        _log.warning(
+            "supervisor.chaos",
+            action="pause",
+            instance=slot.instance_id,
+            pid=process.pid,
+            seconds=seconds,
+        )
+        return {
+            "service": service,
+            "instance": slot.instance_id,
+            "pid": process.pid,
+            "seconds": seconds,
+        }
+
+    async def _chaos_nats(self, down: float) -> dict[str, Any]:
+        if self.nats is None:
+            raise RequestRefused("the cell uses an external NATS: it is not the cell's to restart")
+        return self.nats.kill(down)
+
+
+async def _attempt(act: Callable[[], Awaitable[Any]]) -> Any | RequestRefused:
+    """What ``act`` returns, or the RequestRefused it raises (anything else propagates)."""
+    try:
+        return await act()
+    except RequestRefused as exc:
+        return exc
+
+
+def _answer(reply: asyncio.Future[Any], outcome: Any) -> None:
+    if reply.done():  # the asker may have given up waiting
+        return
+    if isinstance(outcome, RequestRefused):
+        reply.set_exception(outcome)
+    else:
+        reply.set_result(outcome)
+
+
+def _describe(event: SupervisorEvent) -> dict[str, Any]:
+    """Fields that name an event in a log line (never its future or process object)."""
+    fields: dict[str, Any] = {"kind": type(event).__name__}
+    slot = getattr(event, "slot", None)
+    if isinstance(slot, Slot):
+        fields["instance"] = slot.instance_id
+    service = getattr(event, "service", None)
+    if isinstance(service, str):
+        fields["service"] = service
+    return fields
 
 
 def _send(process: InstanceProcess, signum: int) -> None:

@@ -66,3 +66,26 @@ def test_status_and_scale_of_an_unknown_cell_exit_2():
     assert status.exit_code == 2 and "no cell named 'no-such-cell'" in status.output
     scale = CliRunner().invoke(app, ["scale", "feed", "2", "--cell", "no-such-cell"])
     assert scale.exit_code == 2 and "no cell named 'no-such-cell'" in scale.output
+
+
+def test_chaos_without_a_running_cell_says_so_and_exits_1(tmp_path: Path):
+    for args in (["kill", "echo"], ["pause", "echo", "--for", "1"], ["nats", "restart"]):
+        result = CliRunner().invoke(app, ["chaos", *args, "--state-dir", str(tmp_path)])
+        assert result.exit_code == 1, args
+        assert "no running cell" in result.output and "Traceback" not in result.output
+
+
+def test_chaos_with_a_bad_duration_is_a_usage_error(tmp_path: Path):
+    pause = CliRunner().invoke(app, ["chaos", "pause", "echo", "--state-dir", str(tmp_path)])
+    assert pause.exit_code == 2 and "--for" in pause.output
+    down = CliRunner().invoke(app, ["chaos", "nats", "restart", "--down", "-1"])
+    assert down.exit_code == 2
+
+
+def test_status_of_a_cell_whose_supervisor_died_says_it_is_not_running(tmp_path: Path):
+    (tmp_path / "cell.json").write_text(
+        '{"name": "t", "nats_url": "nats://127.0.0.1:1", "supervisor_pid": 1,'
+        f' "state_dir": "{tmp_path}", "control_socket": "{tmp_path / "control.sock"}"}}'
+    )
+    result = CliRunner().invoke(app, ["status", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "cell 't' is not running" in result.output

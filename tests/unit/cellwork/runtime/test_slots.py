@@ -18,9 +18,15 @@ def test_instance_that_never_became_healthy_is_hung_after_the_startup_timeout():
 
 
 def test_instance_that_stopped_answering_is_hung_after_the_hang_timeout():
-    s = slot(started_at=100.0, last_healthy=110.0, serving_since=101.0)
+    s = slot(started_at=100.0, last_answer=110.0, serving_since=101.0)
     assert not s.hung(114.0, hang_timeout=5, startup_timeout=30)
     assert s.hung(115.5, hang_timeout=5, startup_timeout=30)
+
+
+def test_the_startup_timeout_counts_from_when_nats_came_back_if_that_is_later():
+    s = slot(started_at=100.0)
+    assert not s.hung(140.0, hang_timeout=5, startup_timeout=30, startup_from=120.0)
+    assert s.hung(150.5, hang_timeout=5, startup_timeout=30, startup_from=120.0)
 
 
 def test_a_stopping_or_dead_instance_is_never_hung():
