@@ -138,6 +138,9 @@ class Outbox:
             from cellwork.testing.faults import fire
 
             fire(AFTER_COMMIT)
+        self._kick()
+
+    def _kick(self) -> None:
         self._idle.clear()
         self._wake.set()
 
@@ -185,7 +188,7 @@ class Outbox:
     async def drain(self, timeout: float = 5.0) -> None:
         """Send this instance's rows (up to ``timeout`` s), then stop; the rest wait."""
         if self._task is not None and self.connected:
-            self.wake()
+            self._kick()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout)
         await self.close()
@@ -225,7 +228,7 @@ class Outbox:
                 await asyncio.sleep(backoff(failures, base=0.2, cap=5.0))
                 continue
             await self._update_metrics()
-            if more:
+            if more or self._wake.is_set():
                 continue
             self._idle.set()
             with contextlib.suppress(TimeoutError):
