@@ -17,11 +17,11 @@ once and are connected on start; calls before start fail with ``Unavailable``
 (``NoEndpoints`` for a client).
 
 Lifecycle (shared by every long-lived part): ``start()`` connects NATS, ensures
-streams, connects the publisher and fan-out, migrates databases, starts client
-watchers, serves gRPC (NOT_SERVING) and metrics, runs start hooks, starts jobs,
-consumers and HTTP servers, and only then turns health SERVING and registers;
+streams, connects the publisher and fan-out, migrates databases, starts outbox
+relays and client watchers, serves gRPC (NOT_SERVING) and metrics, runs start hooks,
+starts jobs, consumers and HTTP servers, and only then turns health SERVING and registers;
 ``drain(timeout)`` publishes DRAINING, waits for clients to notice, stops taking
-calls and finishes in-flight ones, runs stop hooks, flushes events, deregisters,
+calls and finishes in-flight ones, runs stop hooks, flushes events and outboxes, deregisters,
 disposes databases; ``close()`` releases what is left.
 """
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # SQLAlchemy and the HTTP edge load only in services that use
     from starlette.types import ASGIApp
 
     from cellwork.data.migrations import Migration
+    from cellwork.events.outbox import Outbox
     from cellwork.gateway.server import HttpServer
 
 StubT = TypeVar("StubT")
@@ -91,6 +92,7 @@ class Service:
         self._consumers: list[Consumer] = []
         self._http_specs: list[tuple[ASGIApp, int, dict[str, Any]]] = []
         self._databases: list[tuple[AsyncEngine, tuple[Migration, ...], str]] = []
+        self._outboxes: list[Outbox] = []
         self._clients: list[Client[Any]] = []
         self._watchers: list[RegistryWatcher] = []
         self._jobs: list[Job] = []
@@ -153,6 +155,21 @@ class Service:
         engine = open_engine(url)
         self._databases.append((engine, tuple(migrations), owner or self.declared_name))
         return engine
+
+    def add_outbox(self, engine: AsyncEngine, **options: Any) -> Outbox:
+        """This instance's transactional outbox on ``engine``: its table is migrated on
+        start, its relay runs from start until drain (sending what is left first).
+
+        Add events with ``outbox.add(conn, ...)`` inside a transaction on ``engine``;
+        options go to ``Outbox`` (``poll_interval``, ``orphan_after``...).
+        """
+        from cellwork.events.outbox import Outbox
+
+        outbox = Outbox(
+            engine, source=self.declared_name, writer=self.settings.instance_id, **options
+        )
+        self._outboxes.append(outbox)
+        return outbox
 
     @overload
     def client(self, service: str, kind: type[ClientT], **options: Any) -> ClientT: ...
@@ -241,6 +258,7 @@ class Service:
             for engine, migrations, owner in self._databases:
                 if migrations:
                     await migrate(engine, migrations, service=owner)
+        await self._start_outboxes()
         for client in self._clients:
             watcher = RegistryWatcher(self._registry, client.service)
             watcher.add_listener(client.balancer.update)
@@ -319,6 +337,8 @@ class Service:
             except Exception:
                 _log.exception("service.stop_hook_failed", service=self.name)
         await self.publisher.drain(max(left(), 1.0))
+        for outbox in self._outboxes:
+            await outbox.drain(max(left(), 1.0))
         if self.registration is not None:
             await self.registration.close()
             self.registration = None
@@ -337,6 +357,8 @@ class Service:
             await consumer.close()
         self._consumers = []
         await self.publisher.close()
+        for outbox in self._outboxes:
+            await outbox.close()
         await self.bus.close()
         for watcher in self._watchers:
             await watcher.close()
@@ -362,6 +384,16 @@ class Service:
             await asyncio.to_thread(server.shutdown)
             server.server_close()
         self.stopped.set()
+
+    async def _start_outboxes(self) -> None:
+        if not self._outboxes or self._nc is None:
+            return
+        from cellwork.data.migrations import migrate
+        from cellwork.events.outbox_table import OUTBOX_MIGRATIONS, OUTBOX_OWNER
+
+        for outbox in self._outboxes:
+            await migrate(outbox.engine, OUTBOX_MIGRATIONS, service=OUTBOX_OWNER)
+            outbox.start(self._nc)
 
     async def _reconnected(self) -> None:
         _log.warning("service.nats_reconnected", service=self.name)

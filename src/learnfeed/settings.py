@@ -26,6 +26,9 @@ class LearnfeedSettings(ServiceSettings):
     access_token_ttl: int = Field(900, gt=0, description="seconds")
     refresh_token_ttl: int = Field(30 * 86400, gt=0, description="seconds")
     refresh_window: float = Field(10.0, gt=0, description="reads of a user within it: 1 refresh")
+    refresh_id_retention: float = Field(
+        86400.0, gt=0, description="seconds feed remembers an applied refresh id"
+    )
     interaction_burst: int = Field(3, ge=1, description="interactions that ask for a refresh")
     recompute_interval: float = Field(6 * 3600.0, gt=0, description="seconds between passes")
     recompute_batch: int = Field(200, ge=1)

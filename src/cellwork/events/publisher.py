@@ -6,6 +6,11 @@ queue. ``publish`` awaits the stream's acknowledgement (use it when the caller's
 depends on the event being stored). ``publish_soon`` queues the event and returns at
 once; a background task publishes what is queued without awaiting each ack in turn
 (acks of a batch are gathered), which is what a hot path wants.
+
+``publish`` fails fast: while the NATS connection is down it raises ``Unavailable`` at
+once (with a ``retry_after``) rather than waiting out its timeout, and its timeout never
+outlasts the deadline of the call being handled (``cellwork.rpc.context``), so a caller
+answers within its own deadline.
 """
 
 from __future__ import annotations
@@ -19,8 +24,13 @@ from nats.js.client import JetStreamContext
 from cellwork.errors import Overloaded, Unavailable
 from cellwork.observability.logging import get_logger
 from cellwork.resilience.backoff import backoff
+from cellwork.rpc.context import current_call, effective_timeout
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+
+# What a caller refused during a NATS outage is told to wait: the client reconnects
+# every half second, and a restarted server is back within a few.
+OUTAGE_RETRY_AFTER = 2.0
 
 _log = get_logger("cellwork.events.publisher")
 
@@ -52,17 +62,41 @@ class Publisher:
         self.failed = 0
 
     async def publish(self, subject: str, payload: bytes, msg_id: str) -> int:
-        """Publish and await the ack; returns the stream sequence. Raises Unavailable."""
+        """Publish and await the ack; returns the stream sequence.
+
+        Raises Unavailable (with ``retry_after``) at once while NATS is disconnected,
+        and when the stream does not acknowledge within the publish timeout or the
+        current call's remaining deadline, whichever is shorter.
+        """
         if self._js is None:
             raise Unavailable("the event stream is not connected yet: the service has not started")
+        if not self.connected:
+            raise Unavailable(
+                "the event stream is unreachable: NATS is disconnected",
+                retry_after=OUTAGE_RETRY_AFTER,
+            )
+        timeout = effective_timeout(self._timeout, current_call())
+        if timeout is None or timeout <= 0:
+            raise Unavailable("no time left to publish within the call's deadline", retry_after=1.0)
         try:
             ack = await self._js.publish(
-                subject, payload, timeout=self._timeout, headers={MSG_ID_HEADER: msg_id}
+                subject, payload, timeout=timeout, headers={MSG_ID_HEADER: msg_id}
             )
         except Exception as exc:
-            raise Unavailable(f"event stream did not acknowledge {subject}: {exc}") from exc
+            raise Unavailable(
+                f"event stream did not acknowledge {subject}: {exc or type(exc).__name__}",
+                retry_after=OUTAGE_RETRY_AFTER,
+            ) from exc
         self.published += 1
         return int(ack.seq)
+
+    @property
+    def connected(self) -> bool:
+        """True while the JetStream context's connection is up."""
+        if self._js is None:
+            return False
+        # nats-py keeps the client on the context without a public accessor.
+        return bool(self._js._nc.is_connected)
 
     def publish_soon(self, subject: str, payload: bytes, msg_id: str) -> None:
         """Queue an event for the background task; raises Overloaded when the queue is full.
@@ -116,12 +150,17 @@ class Publisher:
                     _log.error("events.publish_failed", subject=pending.subject, error=str(result))
 
     async def _publish_with_retry(self, pending: _Pending, attempts: int = 3) -> None:
-        # The dedupe id makes a retried publish safe: the stream stores it once.
-        for attempt in range(attempts):
+        # The dedupe id makes a retried publish safe: the stream stores it once. While
+        # NATS is disconnected the event waits (the queue's bound holds the rest back);
+        # only refusals from a connected server count as attempts.
+        failures = 0
+        while True:
             try:
                 await self.publish(pending.subject, pending.payload, pending.msg_id)
                 return
             except Unavailable:
-                if attempt == attempts - 1:
-                    raise
-                await asyncio.sleep(backoff(attempt + 1, base=0.1, cap=1.0))
+                if self.connected:
+                    failures += 1
+                    if failures >= attempts:
+                        raise
+                await asyncio.sleep(backoff(failures + 1, base=0.1, cap=1.0))

@@ -26,6 +26,8 @@ BALANCER_EJECTIONS = "cellwork_balancer_ejections_total"
 BALANCER_ENDPOINTS = "cellwork_balancer_endpoints"
 HTTP_REQUESTS = "cellwork_http_requests_total"
 HTTP_DURATION = "cellwork_http_duration_seconds"
+OUTBOX_PENDING = "cellwork_outbox_pending"
+OUTBOX_OLDEST = "cellwork_outbox_oldest_seconds"
 
 # Each side of RPC's names, by side: what RpcMetrics looks up. The client side has no
 # in-flight gauge (an empty name registers none): the client counts calls in flight per
@@ -129,6 +131,7 @@ def balancer_metrics() -> tuple[Counter, Gauge]:
 
 
 _http_metrics: RequestMetrics | None = None
+_outbox_metrics: tuple[Gauge, Gauge] | None = None
 
 
 def http_metrics() -> RequestMetrics:
@@ -146,6 +149,22 @@ def http_metrics() -> RequestMetrics:
                 buckets=LATENCY_BUCKETS,
             )
         return _http_metrics
+
+
+def outbox_metrics() -> tuple[Gauge, Gauge]:
+    """Return (pending rows, age of the oldest in seconds) of outboxes, by service."""
+    global _outbox_metrics
+    with _lock:
+        if _outbox_metrics is None:
+            _outbox_metrics = (
+                Gauge(OUTBOX_PENDING, "Outbox rows waiting to be relayed.", ["service"]),
+                Gauge(
+                    OUTBOX_OLDEST,
+                    "Age in seconds of the oldest outbox row waiting (0 when none).",
+                    ["service"],
+                ),
+            )
+        return _outbox_metrics
 
 
 def start_metrics_server(host: str, port: int) -> WSGIServer:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
-from cellwork import InvalidArgument, ResourceExhausted, Service, ServiceSettings
+from cellwork import InvalidArgument, ResourceExhausted, Service, ServiceSettings, current_call
 from cellwork.cache import LocalCache
-from cellwork.events import Delivery, Fanout, Publisher
+from cellwork.events import Delivery, Publisher
 from cellwork.observability import get_logger
 from learnfeed import contract
 from learnfeed.feed.domain import BurstCounter
+from learnfeed.feed.events import Announcements
 from learnfeed.feed.store import MIGRATIONS, FeedStore, FeedVersion
-from learnfeed.freshness import (
-    CurrentVersions,
-    RefreshCoalescer,
-    changed_payload,
-    is_stale,
-    parse_changed,
-)
+from learnfeed.freshness import CurrentVersions, RefreshCoalescer, is_stale, parse_changed
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import catalog_pb2, events_pb2
 from learnfeed.v1 import feed_pb2 as pb
@@ -73,10 +69,10 @@ class FeedServicer(rpc.FeedServicer):
     """Answers at once with the current version; asks for a fresher one after.
 
     Current versions are cached in the instance (a database read costs ~0.4 ms of
-    CPU here, the cache lookup ~1 us). An instance that stores a version tells its
-    siblings (and the gateways) on ``_learnfeed.feed.changed.<user>`` before it
-    answers, so by the time ``feed.ready`` goes out every copy of the old version
-    has been dropped.
+    CPU here, the cache lookup ~1 us). An instance that stores a version announces it
+    from its outbox (``events.py``): siblings and gateways drop their copies
+    (``_learnfeed.feed.changed.<user>``) before ``feed.ready`` goes out, and PutFeed
+    answers once both went out (or after a bounded wait: the relay sends them later).
     """
 
     def __init__(
@@ -85,15 +81,13 @@ class FeedServicer(rpc.FeedServicer):
         cold: ColdStart,
         coalescer: RefreshCoalescer,
         publisher: Publisher,
-        bus: Fanout,
-        instance_id: str = "",
+        announcements: Announcements,
     ) -> None:
         self.store = store
         self.cold = cold
         self.coalescer = coalescer
         self.publisher = publisher
-        self.bus = bus
-        self.instance_id = instance_id
+        self.announcements = announcements
         self.versions: CurrentVersions[FeedVersion] = CurrentVersions(ttl=300.0)
 
     async def current(self, user_id: str) -> FeedVersion | None:
@@ -160,17 +154,24 @@ class FeedServicer(rpc.FeedServicer):
     async def PutFeed(self, request: pb.PutFeedRequest, context: Any) -> pb.PutFeedResponse:
         if not request.user_id:
             raise InvalidArgument("user_id is required")
+        user_id = request.user_id
         items = [(i.item_id, float(i.score)) for i in request.items]
         generated = request.generated_at or time.time()
-        number = await self.store.put_version(request.user_id, items, generated)
-        self.versions.announce(request.user_id, number)
-        self.versions.keep(request.user_id, FeedVersion(request.user_id, number, generated, items))
-        await self.bus.broadcast(
-            contract.feed_changed(request.user_id),
-            changed_payload(self.instance_id, number),
-            confirm=True,
+        stored = await self.store.put_version(
+            user_id,
+            items,
+            generated,
+            refresh_id=request.refresh_id,
+            announce=self.announcements.of(user_id, generated, request.requested_at),
         )
-        return pb.PutFeedResponse(version=number)
+        if stored.new:
+            self.versions.announce(user_id, stored.version)
+            self.versions.keep(user_id, FeedVersion(user_id, stored.version, generated, items))
+        call = current_call()
+        await self.announcements.sent(
+            stored.announcements, call.time_remaining() if call is not None else None
+        )
+        return pb.PutFeedResponse(version=stored.version)
 
     async def RequestRefresh(
         self, request: pb.RequestRefreshRequest, context: Any
@@ -195,20 +196,46 @@ class InteractionBursts:
             self.feeds.request_refresh(event.user_id, "interactions")
 
 
+class ForgetRefreshes:
+    """Background job: forget applied refresh ids older than ``retention`` seconds.
+
+    A refresh is redelivered within the FEED stream's life of a message (a day) at the
+    most, so ids older than that protect nothing. Every instance runs it; a DELETE that
+    finds nothing costs nothing.
+    """
+
+    def __init__(self, store: FeedStore, retention: float) -> None:
+        self.store = store
+        self.retention = retention
+        self.every = min(max(retention / 10, 1.0), 3600.0)
+
+    async def __call__(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                forgotten = await self.store.forget_refreshes(time.time() - self.retention)
+            except Exception as exc:  # the database blinked: the next round prunes
+                _log.warning("feed.refresh_prune_failed", error=str(exc))
+                continue
+            if forgotten:
+                _log.info("feed.refreshes_forgotten", count=forgotten)
+
+
 def create_service(settings: ServiceSettings) -> Service:
-    """Composition root: database, cold-start source, coalescer, publisher, consumer."""
+    """Composition root: database and outbox, cold-start source, coalescer, publisher,
+    consumer, the pruning of applied refresh ids."""
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
     service.add_streams(*contract.streams(cfg.refresh_window))
-    store = FeedStore(service.add_database(cfg.database(service.name), MIGRATIONS))
+    engine = service.add_database(cfg.database(service.name), MIGRATIONS)
+    store = FeedStore(engine)
     cold = ColdStart(store, service.client("catalog", CatalogClient))
     servicer = FeedServicer(
         store,
         cold,
         RefreshCoalescer(cfg.refresh_window),
         service.publisher,
-        service.bus,
-        instance_id=cfg.instance_id,
+        Announcements(service.add_outbox(engine), cfg.instance_id),
     )
     service.add_grpc(rpc.add_FeedServicer_to_server, servicer, PROTO_NAME)
     service.subscribe(f"{contract.FEED_CHANGED_PREFIX}.*", servicer.on_changed)
@@ -220,4 +247,5 @@ def create_service(settings: ServiceSettings) -> Service:
         subject=f"{contract.INTERACTION_PREFIX}.*",
         deliver_new=True,
     )
+    service.background(ForgetRefreshes(store, cfg.refresh_id_retention))
     return service

@@ -1,14 +1,18 @@
-"""What the recommender consumes (refresh requests, interactions) and publishes
-(``feed.ready``, and the periodic pass's refresh requests).
+"""What the recommender consumes (refresh requests, interactions) and publishes (the
+periodic pass's refresh requests).
 
 Every instance fetches from the same durable consumers, so the instances form one
 consumer group: each refresh request is ranked by one of them. A refresh is acked
-only after the new version is stored and ``feed.ready`` is acknowledged by the stream.
+only after feed stored the new version; feed announces it (``feed.ready``) from its
+outbox, in the transaction that stores it. A refresh delivered again (its ack was
+lost, the worker died after PutFeed) stores nothing new: PutFeed carries the refresh
+event's id and feed applies each id once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 from cellwork import NotFound
@@ -28,20 +32,19 @@ _log = get_logger("learnfeed.recommender")
 
 
 class RefreshRanker:
-    """Consumer of ``feed.refresh.requested``: rank, store through feed, announce."""
+    """Consumer of ``feed.refresh.requested``: rank, then store through feed (once per
+    refresh event, however often it is delivered)."""
 
     def __init__(
         self,
         ranker: Ranker,
         identity: IdentityClient,
         feed: FeedClient,
-        publisher: Publisher,
         store: RecommenderStore,
     ) -> None:
         self.ranker = ranker
         self.identity = identity
         self.feed = feed
-        self.publisher = publisher
         self.store = store
 
     async def __call__(self, delivery: Delivery) -> None:
@@ -55,26 +58,25 @@ class RefreshRanker:
         except NotFound:
             followed = []
         items = await self.ranker.rank_user(followed, event.user_id)
-        stored = await self.feed.put_feed(
+        await self.feed.put_feed(
             feed_pb2.PutFeedRequest(
                 user_id=event.user_id,
                 items=[feed_pb2.FeedItem(item_id=i, score=s) for i, s in items],
                 generated_at=time.time(),
+                refresh_id=refresh_id_of(delivery),
+                requested_at=event.requested_at,
             ),
             timeout=2.0,
         )
-        ready = events_pb2.FeedReady(
-            user_id=event.user_id,
-            version=stored.version,
-            generated_at=time.time(),
-            requested_at=event.requested_at,
-        )
-        await self.publisher.publish(
-            contract.feed_ready(event.user_id),
-            ready.SerializeToString(),
-            msg_id=f"ready.{event.user_id}.{stored.version}",
-        )
         await self.store.mark_ranked(event.user_id)
+
+
+def refresh_id_of(delivery: Delivery) -> str:
+    """The refresh's id for PutFeed: its ``Nats-Msg-Id``, or, for an event published
+    without one, a digest of its bytes (a redelivery carries the same bytes)."""
+    if delivery.msg_id:
+        return delivery.msg_id
+    return "sha256." + hashlib.sha256(delivery.data).hexdigest()[:32]
 
 
 class InteractionRecorder:

@@ -32,7 +32,7 @@ def create_service(settings: ServiceSettings) -> Service:
     ranker = Ranker(store, catalog, cfg.feed_size)
 
     service.add_consumer(
-        RefreshRanker(ranker, identity, feed, service.publisher, store),
+        RefreshRanker(ranker, identity, feed, store),
         stream=contract.FEED_STREAM,
         durable="recommender",
         subject=contract.REFRESH_REQUESTED,

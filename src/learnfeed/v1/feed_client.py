@@ -48,7 +48,11 @@ class FeedClient(Client[Any]):
         timeout: float | None = None,
         metadata: Metadata = (),
     ) -> _feed_pb2.PutFeedResponse:
-        """Stores a new version; returns its number (previous + 1)."""
+        """Stores a new version; returns its number (previous + 1). Announces it
+        (feed.changed, then feed.ready) from feed's outbox, in the transaction that
+        stores it. With a refresh_id already applied it stores nothing and returns the
+        version stored then.
+        """
         return await self.invoke(self.PUT_FEED, request, timeout=timeout, metadata=metadata)
 
     async def request_refresh(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17learnfeed/v1/feed.proto\x12\x0clearnfeed.v1\"*\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"@\n\x0eGetFeedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x87\x01\n\x08\x46\x65\x65\x64Page\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x01\x12\r\n\x05stale\x18\x04 \x01(\x08\x12%\n\x05items\x18\x05 \x03(\x0b\x32\x16.learnfeed.v1.FeedItem\x12\r\n\x05total\x18\x06 \x01(\x05\"^\n\x0ePutFeedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.learnfeed.v1.FeedItem\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x01\"\"\n\x0fPutFeedResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"8\n\x15RequestRefreshRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"+\n\x16RequestRefreshResponse\x12\x11\n\trequested\x18\x01 \x01(\x08\x32\xf6\x01\n\x04\x46\x65\x65\x64\x12\x44\n\x07GetFeed\x12\x1c.learnfeed.v1.GetFeedRequest\x1a\x16.learnfeed.v1.FeedPage\"\x03\x90\x02\x02\x12\x46\n\x07PutFeed\x12\x1c.learnfeed.v1.PutFeedRequest\x1a\x1d.learnfeed.v1.PutFeedResponse\x12`\n\x0eRequestRefresh\x12#.learnfeed.v1.RequestRefreshRequest\x1a$.learnfeed.v1.RequestRefreshResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17learnfeed/v1/feed.proto\x12\x0clearnfeed.v1\"*\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"@\n\x0eGetFeedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x87\x01\n\x08\x46\x65\x65\x64Page\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x01\x12\r\n\x05stale\x18\x04 \x01(\x08\x12%\n\x05items\x18\x05 \x03(\x0b\x32\x16.learnfeed.v1.FeedItem\x12\r\n\x05total\x18\x06 \x01(\x05\"\x88\x01\n\x0ePutFeedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12%\n\x05items\x18\x02 \x03(\x0b\x32\x16.learnfeed.v1.FeedItem\x12\x14\n\x0cgenerated_at\x18\x03 \x01(\x01\x12\x12\n\nrefresh_id\x18\x04 \x01(\t\x12\x14\n\x0crequested_at\x18\x05 \x01(\x01\"\"\n\x0fPutFeedResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"8\n\x15RequestRefreshRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"+\n\x16RequestRefreshResponse\x12\x11\n\trequested\x18\x01 \x01(\x08\x32\xf6\x01\n\x04\x46\x65\x65\x64\x12\x44\n\x07GetFeed\x12\x1c.learnfeed.v1.GetFeedRequest\x1a\x16.learnfeed.v1.FeedPage\"\x03\x90\x02\x02\x12\x46\n\x07PutFeed\x12\x1c.learnfeed.v1.PutFeedRequest\x1a\x1d.learnfeed.v1.PutFeedResponse\x12`\n\x0eRequestRefresh\x12#.learnfeed.v1.RequestRefreshRequest\x1a$.learnfeed.v1.RequestRefreshResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,14 +41,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETFEEDREQUEST']._serialized_end=149
   _globals['_FEEDPAGE']._serialized_start=152
   _globals['_FEEDPAGE']._serialized_end=287
-  _globals['_PUTFEEDREQUEST']._serialized_start=289
-  _globals['_PUTFEEDREQUEST']._serialized_end=383
-  _globals['_PUTFEEDRESPONSE']._serialized_start=385
-  _globals['_PUTFEEDRESPONSE']._serialized_end=419
-  _globals['_REQUESTREFRESHREQUEST']._serialized_start=421
-  _globals['_REQUESTREFRESHREQUEST']._serialized_end=477
-  _globals['_REQUESTREFRESHRESPONSE']._serialized_start=479
-  _globals['_REQUESTREFRESHRESPONSE']._serialized_end=522
-  _globals['_FEED']._serialized_start=525
-  _globals['_FEED']._serialized_end=771
+  _globals['_PUTFEEDREQUEST']._serialized_start=290
+  _globals['_PUTFEEDREQUEST']._serialized_end=426
+  _globals['_PUTFEEDRESPONSE']._serialized_start=428
+  _globals['_PUTFEEDRESPONSE']._serialized_end=462
+  _globals['_REQUESTREFRESHREQUEST']._serialized_start=464
+  _globals['_REQUESTREFRESHREQUEST']._serialized_end=520
+  _globals['_REQUESTREFRESHRESPONSE']._serialized_start=522
+  _globals['_REQUESTREFRESHRESPONSE']._serialized_end=565
+  _globals['_FEED']._serialized_start=568
+  _globals['_FEED']._serialized_end=814
 # @@protoc_insertion_point(module_scope)

@@ -108,8 +108,16 @@ class PutFeedRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     GENERATED_AT_FIELD_NUMBER: _builtins.int
+    REFRESH_ID_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     generated_at: _builtins.float
+    refresh_id: _builtins.str
+    """The id of the refresh that computed it (the refresh event's Nats-Msg-Id): a
+    redelivered refresh stores no second version. Empty: no such check.
+    """
+    requested_at: _builtins.float
+    """When that refresh was asked for (carried into feed.ready; 0 when unknown)."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeedItem]: ...
     def __init__(
@@ -118,10 +126,12 @@ class PutFeedRequest(_message.Message):
         user_id: _builtins.str = ...,
         items: _abc.Iterable[Global___FeedItem] | None = ...,
         generated_at: _builtins.float = ...,
+        refresh_id: _builtins.str = ...,
+        requested_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at", "items", b"items", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at", "items", b"items", "refresh_id", b"refresh_id", "requested_at", b"requested_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

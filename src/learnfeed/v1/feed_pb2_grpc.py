@@ -62,7 +62,9 @@ class FeedServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PutFeed(self, request, context):
-        """Stores a new version; returns its number (previous + 1).
+        """Stores a new version; returns its number (previous + 1). Announces it (feed.changed,
+        then feed.ready) from feed's outbox, in the transaction that stores it. With a
+        refresh_id already applied it stores nothing and returns the version stored then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

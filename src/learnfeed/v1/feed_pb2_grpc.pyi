@@ -34,7 +34,10 @@ class FeedStub:
     GetFeed: _grpc.UnaryUnaryMultiCallable[_feed_pb2.GetFeedRequest, _feed_pb2.FeedPage]
     """The current version at once (a cold-start feed when there is none); asks for a refresh."""
     PutFeed: _grpc.UnaryUnaryMultiCallable[_feed_pb2.PutFeedRequest, _feed_pb2.PutFeedResponse]
-    """Stores a new version; returns its number (previous + 1)."""
+    """Stores a new version; returns its number (previous + 1). Announces it (feed.changed,
+    then feed.ready) from feed's outbox, in the transaction that stores it. With a
+    refresh_id already applied it stores nothing and returns the version stored then.
+    """
     RequestRefresh: _grpc.UnaryUnaryMultiCallable[_feed_pb2.RequestRefreshRequest, _feed_pb2.RequestRefreshResponse]
     """Asks for a fresh computation, coalesced per user within the refresh window."""
 
@@ -44,7 +47,10 @@ class FeedAsyncStub(FeedStub):
     GetFeed: _aio.UnaryUnaryMultiCallable[_feed_pb2.GetFeedRequest, _feed_pb2.FeedPage]  # type: ignore[assignment]
     """The current version at once (a cold-start feed when there is none); asks for a refresh."""
     PutFeed: _aio.UnaryUnaryMultiCallable[_feed_pb2.PutFeedRequest, _feed_pb2.PutFeedResponse]  # type: ignore[assignment]
-    """Stores a new version; returns its number (previous + 1)."""
+    """Stores a new version; returns its number (previous + 1). Announces it (feed.changed,
+    then feed.ready) from feed's outbox, in the transaction that stores it. With a
+    refresh_id already applied it stores nothing and returns the version stored then.
+    """
     RequestRefresh: _aio.UnaryUnaryMultiCallable[_feed_pb2.RequestRefreshRequest, _feed_pb2.RequestRefreshResponse]  # type: ignore[assignment]
     """Asks for a fresh computation, coalesced per user within the refresh window."""
 
@@ -63,7 +69,10 @@ class FeedServicer(metaclass=_abc_1.ABCMeta):
         request: _feed_pb2.PutFeedRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feed_pb2.PutFeedResponse, _abc.Awaitable[_feed_pb2.PutFeedResponse]]:
-        """Stores a new version; returns its number (previous + 1)."""
+        """Stores a new version; returns its number (previous + 1). Announces it (feed.changed,
+        then feed.ready) from feed's outbox, in the transaction that stores it. With a
+        refresh_id already applied it stores nothing and returns the version stored then.
+        """
 
     @_abc_1.abstractmethod
     def RequestRefresh(

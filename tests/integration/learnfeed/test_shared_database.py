@@ -60,6 +60,7 @@ async def test_every_service_migrates_into_one_shared_postgres_database(
             "educators",
             "items",
             "feeds",
+            "feed_refreshes",
             "users",
             "refresh_tokens",
             "follows",

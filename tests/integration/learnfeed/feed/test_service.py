@@ -1,12 +1,19 @@
 """Feed instances on a real nats-server, sharing one SQLite file: what one stores, its
-sibling serves."""
+sibling serves; what one stores is announced from its outbox, once per refresh, even
+when the instance died right after the commit."""
 
 from grpc import aio
 
+from cellwork.data import migrate, open_engine
+from cellwork.events import OUTBOX_MIGRATIONS, OUTBOX_OWNER, Outbox
+from cellwork.events.connection import connect_nats
 from cellwork.testing import start_service
+from learnfeed import contract
+from learnfeed.feed.events import Announcements
 from learnfeed.feed.service import create_service
+from learnfeed.feed.store import FeedStore
 from learnfeed.settings import LearnfeedSettings
-from learnfeed.v1 import feed_pb2, feed_pb2_grpc
+from learnfeed.v1 import events_pb2, feed_pb2, feed_pb2_grpc
 from tests.waiting import wait_until
 
 
@@ -51,3 +58,105 @@ async def test_a_version_stored_by_one_feed_instance_is_read_by_its_sibling(
     finally:
         for feed in feeds:
             await feed.drain(1)
+
+
+async def feed_ready_of(js, user_id: str) -> list[events_pb2.FeedReady]:
+    """Every ``feed.ready.<user_id>`` the FEED stream holds, in order."""
+    try:
+        info = await js.stream_info(contract.FEED_STREAM)
+    except Exception:
+        return []
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(contract.FEED_STREAM, seq)
+        if msg.subject == contract.feed_ready(user_id):
+            found.append(events_pb2.FeedReady.FromString(msg.data))
+    return found
+
+
+async def test_a_refresh_applied_twice_stores_one_version_announced_once(
+    tmp_path, nats_server
+) -> None:
+    feed = await start_service(
+        create_service, nats_server.url, settings_class=LearnfeedSettings, state_dir=tmp_path
+    )
+    nc = await connect_nats(nats_server.url, name="test-feed")
+    changed: list[bytes] = []
+
+    async def hear(msg) -> None:
+        changed.append(msg.data)
+
+    await nc.subscribe(contract.feed_changed("u"), cb=hear)
+    await nc.flush()
+    channel = aio.insecure_channel(feed.info.address)
+    try:
+        stub = feed_pb2_grpc.FeedStub(channel)
+        put = feed_pb2.PutFeedRequest(
+            user_id="u",
+            items=[feed_pb2.FeedItem(item_id="i1", score=1.0)],
+            refresh_id="refresh.u.1",
+            requested_at=123.0,
+        )
+        assert (await stub.PutFeed(put)).version == 1
+        # PutFeed answers once its announcements went out: both are there already.
+        ready = await feed_ready_of(nc.jetstream(), "u")
+        assert [(r.version, r.requested_at) for r in ready] == [(1, 123.0)]
+        await wait_until(lambda: len(changed) == 1, "feed.changed to be heard")
+
+        again = await stub.PutFeed(put)  # a redelivered refresh
+        assert again.version == 1
+        other = feed_pb2.PutFeedRequest(user_id="u", refresh_id="refresh.u.2")
+        assert (await stub.PutFeed(other)).version == 2
+        reply = await stub.GetFeed(feed_pb2.GetFeedRequest(user_id="u"))
+        assert (reply.version, reply.total) == (2, 0)
+        ready = await feed_ready_of(nc.jetstream(), "u")
+        assert [r.version for r in ready] == [1, 2]
+        await wait_until(lambda: len(changed) == 2, "the second feed.changed to be heard")
+    finally:
+        await channel.close()
+        await nc.close()
+        await feed.drain(1)
+
+
+async def test_a_version_committed_by_an_instance_that_died_is_announced_after_restart(
+    tmp_path, nats_server
+) -> None:
+    # The instance commits a version and dies before its relay runs (in a cell, the
+    # CELLWORK_TEST_EXIT_AT fault does it with os._exit): here, a relay never started.
+    settings = LearnfeedSettings(state_dir=tmp_path, instance_id="feed-1")
+    engine = open_engine(settings.database("feed"))
+    store = FeedStore(engine)
+    await store.migrate()
+    await migrate(engine, OUTBOX_MIGRATIONS, service=OUTBOX_OWNER)
+    announcements = Announcements(Outbox(engine, source="feed", writer="feed-1"), "feed-1")
+    stored = await store.put_version(
+        "u", [("i1", 1.0)], 10.0, refresh_id="r1", announce=announcements.of("u", 10.0, 0.0)
+    )
+    assert stored.new and len(stored.announcements) == 2
+
+    nc = await connect_nats(nats_server.url, name="test-feed")
+    js = nc.jetstream()
+    restarted = await start_service(
+        create_service,
+        nats_server.url,
+        settings_class=LearnfeedSettings,
+        state_dir=tmp_path,
+        instance_id="feed-1",
+    )
+    try:
+
+        async def announced_once() -> bool:
+            return [r.version for r in await feed_ready_of(js, "u")] == [1]
+
+        await wait_until(announced_once, "the restarted instance to announce version 1")
+        left = Outbox(engine, source="feed", writer="test")
+
+        async def outbox_emptied() -> bool:
+            return (await left.backlog()).pending == 0
+
+        await wait_until(outbox_emptied, "the sent rows to be deleted")
+        assert [r.version for r in await feed_ready_of(js, "u")] == [1]
+    finally:
+        await restarted.drain(1)
+        await nc.close()
+        await engine.dispose()

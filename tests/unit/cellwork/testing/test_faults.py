@@ -1,0 +1,33 @@
+"""Test-only faults: armed only by both environment variables, and then fatal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cellwork.testing import faults
+
+
+def test_a_fault_point_is_armed_only_with_both_variables(monkeypatch) -> None:
+    monkeypatch.delenv(faults.TEST_FAULTS_ENV, raising=False)
+    monkeypatch.setenv(faults.TEST_EXIT_AT_ENV, "outbox.after_commit")
+    assert not faults.armed("outbox.after_commit")
+    faults.fire("outbox.after_commit")  # not armed: returns
+    monkeypatch.setenv(faults.TEST_FAULTS_ENV, "1")
+    assert faults.armed("outbox.after_commit")
+    assert not faults.armed("another.point")
+
+
+@pytest.mark.parametrize("enabled", ["1", ""])
+def test_an_armed_point_ends_the_process_with_its_exit_code(enabled: str) -> None:
+    code = "from cellwork.testing import faults; faults.fire('p'); print('alive')"
+    env = {faults.TEST_FAULTS_ENV: enabled, faults.TEST_EXIT_AT_ENV: "p", "PATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    if enabled:
+        assert done.returncode == faults.EXIT_CODE and "alive" not in done.stdout
+    else:
+        assert done.returncode == 0 and "alive" in done.stdout
