@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 
@@ -136,3 +137,54 @@ async def consumers(url: str, streams: tuple[str, ...]) -> dict[str, set[str] | 
 
 def ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+async def stream_messages(url: str, stream: str) -> int:
+    """How many messages ``stream`` holds now."""
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+    try:
+        info = await nc.jetstream(timeout=2).stream_info(stream)
+        return int(info.state.messages)
+    finally:
+        await nc.close()
+
+
+async def consumer_lag(url: str, stream: str, durable: str) -> int:
+    """Messages of ``durable`` not yet handled: pending plus delivered and not acked."""
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+    try:
+        info = await nc.jetstream(timeout=2).consumer_info(stream, durable)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+    finally:
+        await nc.close()
+
+
+async def publish(url: str, subject: str, payloads: list[tuple[bytes, str]]) -> None:
+    """Publish (payload, Nats-Msg-Id) pairs to the stream that holds ``subject``."""
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+    try:
+        js = nc.jetstream(timeout=5)
+        for payload, msg_id in payloads:
+            await js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+    finally:
+        await nc.close()
+
+
+async def eventually(
+    condition: Callable[[], object | Awaitable[object]],
+    what: str,
+    timeout: float = 60.0,
+    every: float = 0.5,
+) -> None:
+    """``tests.waiting.wait_until`` at a pace fit for what polls a cell: a CLI run, a
+    database file, a NATS connection each time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"still waiting after {timeout} s for {what}")
+        await asyncio.sleep(every)

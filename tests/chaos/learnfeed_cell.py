@@ -124,3 +124,22 @@ def start_cell(
     tokens = {f"chaos-{n:03d}": codec.issue(f"chaos-{n:03d}") for n in range(USERS)}
     _educators, items = demo_catalog()
     return LearnfeedCell(process, http, tokens, [item.id for item in items[:200]])
+
+
+def feed_versions(state_dir: Path) -> dict[str, tuple[int, int]]:
+    """Per user in feed's store: (current version number, refresh ids applied)."""
+    path = state_dir / "data" / "feed.db"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        versions = dict(db.execute("SELECT user_id, version FROM feeds").fetchall())
+        applied = dict(
+            db.execute("SELECT user_id, COUNT(*) FROM feed_refreshes GROUP BY user_id").fetchall()
+        )
+    return {user: (int(v), int(applied.get(user, 0))) for user, v in versions.items()}
+
+
+def applied_refreshes(state_dir: Path) -> dict[str, int]:
+    """Refresh id -> the version it stored, in feed's store."""
+    path = state_dir / "data" / "feed.db"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        rows = db.execute("SELECT refresh_id, version FROM feed_refreshes").fetchall()
+    return {refresh_id: int(version) for refresh_id, version in rows}

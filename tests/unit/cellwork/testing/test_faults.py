@@ -31,3 +31,25 @@ def test_an_armed_point_ends_the_process_with_its_exit_code(enabled: str) -> Non
         assert done.returncode == faults.EXIT_CODE and "alive" not in done.stdout
     else:
         assert done.returncode == 0 and "alive" in done.stdout
+
+
+def test_an_arm_file_makes_the_point_fire_once_and_only_while_it_exists(tmp_path) -> None:
+    arm = tmp_path / "arm"
+    code = "from cellwork.testing import faults; faults.fire('p'); print('alive')"
+    env = {
+        faults.TEST_FAULTS_ENV: "1",
+        faults.TEST_EXIT_AT_ENV: "p",
+        faults.TEST_ARM_FILE_ENV: str(arm),
+        "PATH": "",
+    }
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    assert run().returncode == 0  # not armed yet
+    arm.touch()
+    assert run().returncode == faults.EXIT_CODE
+    assert not arm.exists()
+    assert run().returncode == 0  # it fired once
