@@ -160,7 +160,7 @@ async def _converge(js: JetStreamContext, bucket: str, ttl: float, replicas: int
                 continue
             _log.info("registry.bucket_created", bucket=bucket)
             return kv
-        if info.config.storage is StorageType.MEMORY:
+        if info.config.storage == StorageType.MEMORY:
             # Lost on every restart of NATS: replaced by a file bucket (records come back
             # with the next beats).
             with contextlib.suppress(NotFoundError):
