@@ -16,13 +16,22 @@ Nothing connects at construction. Clients, the publisher and the fan-out exist a
 once and are connected on start; calls before start fail with ``Unavailable``
 (``NoEndpoints`` for a client).
 
-Lifecycle (shared by every long-lived part): ``start()`` connects NATS, ensures
-streams, connects the publisher and fan-out, migrates databases, starts outbox
-relays and client watchers, serves gRPC (NOT_SERVING) and metrics, runs start hooks,
-starts jobs, consumers and HTTP servers, and only then turns health SERVING and registers;
+Lifecycle (shared by every long-lived part): ``start()`` serves metrics, connects
+NATS (waiting, with a logged back-off, while it is down), ensures streams, connects
+the publisher and fan-out, migrates databases, starts outbox relays and client
+watchers, serves gRPC (NOT_SERVING), runs start hooks, starts jobs, consumers and
+HTTP servers, and only then turns health SERVING and registers;
 ``drain(timeout)`` publishes DRAINING, waits for clients to notice, stops taking
 calls and finishes in-flight ones, runs stop hooks, flushes events and outboxes, deregisters,
 disposes databases; ``close()`` releases what is left.
+
+When NATS goes away the instance keeps serving (static stability): its clients
+keep their last-known endpoints, its registration puts its record again as soon
+as NATS is back (re-creating the registry bucket if the server lost it), and
+after each reconnection the service ensures its streams again, whatever state
+the server came back in, before running its ``on_reconnect`` hooks.
+``dependencies()`` tells which infrastructure is degraded meanwhile (also the
+gauge ``cellwork_dependency_up``), for a readiness check's body.
 """
 
 from __future__ import annotations
@@ -42,13 +51,14 @@ from cellwork.config.settings import ServiceSettings
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.discovery.registry import Registration, Registry
 from cellwork.discovery.watcher import RegistryWatcher
-from cellwork.events.connection import connect_nats
+from cellwork.events.connection import wait_for_nats
 from cellwork.events.consumer import Consumer, Handler
 from cellwork.events.fanout import Fanout, MessageHandler, Subscription
 from cellwork.events.publisher import Publisher
 from cellwork.events.streams import StreamSpec, ensure_streams
 from cellwork.observability.logging import get_logger
-from cellwork.observability.metrics import start_metrics_server
+from cellwork.observability.metrics import dependency_up, start_metrics_server
+from cellwork.resilience.backoff import backoff
 from cellwork.rpc.client import Client, balanced_client
 from cellwork.rpc.interceptors import Layer
 from cellwork.rpc.server import RegisterFn, RpcServer
@@ -104,6 +114,8 @@ class Service:
         self._registry: Registry | None = None
         self._metrics_server: WSGIServer | None = None
         self._started = False
+        self._serving = False
+        self._after_reconnect: asyncio.Task[None] | None = None
 
     # -- declaring (in the composition root, before start) -------------------------
 
@@ -235,21 +247,42 @@ class Service:
             raise RuntimeError("not registered")
         return self.registration.info
 
+    @property
+    def serving(self) -> bool:
+        """Whether the instance takes calls: started and not draining."""
+        return self._serving
+
+    def dependencies(self) -> dict[str, bool]:
+        """Whether each infrastructure dependency is usable now (``nats``, ``registry``).
+
+        A false one is degraded, not fatal: the instance keeps serving on what it
+        last knew. Reads local state only (cheap enough for every ``/readyz``)."""
+        nats_up = self._nc is not None and bool(self._nc.is_connected)
+        registry_up = (
+            nats_up
+            and all(watcher.healthy for watcher in self._watchers)
+            and (self.registration is None or self.registration.healthy)
+        )
+        return {"nats": nats_up, "registry": registry_up}
+
     async def start(self) -> None:
-        """Connect and start every part; health turns SERVING last. Raises if a step fails."""
+        """Connect and start every part; health turns SERVING last. Raises if a step fails.
+
+        While NATS is down it waits (observable on its metrics port meanwhile)."""
         s = self.settings
-        self._nc = await connect_nats(
+        self._metrics_server = start_metrics_server(s.host, s.metrics_port)
+        self.metrics_port = int(self._metrics_server.server_port)
+        gauge = dependency_up()
+        for dependency in ("nats", "registry"):
+            gauge.labels(dependency).set_function(self._dependency_reading(dependency))
+        self._nc = await wait_for_nats(
             s.nats_url, name=f"{self.name}/{s.instance_id}", on_reconnected=self._reconnected
         )
         self._registry = await Registry.open(
             self._nc, s.registry_bucket, s.registry_ttl, replicas=s.stream_replicas
         )
-        self._metrics_server = start_metrics_server(s.host, s.metrics_port)
-        self.metrics_port = int(self._metrics_server.server_port)
         js = self._nc.jetstream()
-        if self._streams:
-            copies = tuple(replace(spec, replicas=s.stream_replicas) for spec in self._streams)
-            await ensure_streams(js, copies)
+        await self._ensure_streams()
         self.publisher.start(js)
         await self.bus.attach(self._nc)
         if self._databases:
@@ -291,6 +324,7 @@ class Service:
             self.http_servers.append(http)
             await http.start()
         await self.server.set_serving(True)
+        self._serving = True
         info = InstanceInfo(
             service=self.name,
             instance_id=s.instance_id,
@@ -314,6 +348,7 @@ class Service:
         timeout = self.settings.drain_timeout if timeout is None else timeout
         started = time.monotonic()
         _log.info("service.draining", service=self.name, timeout=timeout)
+        self._serving = False
         if self.registration is not None:
             try:
                 await self.registration.set_status(InstanceStatus.DRAINING)
@@ -349,7 +384,12 @@ class Service:
 
     async def close(self) -> None:
         """Release clients, the server, databases and NATS at once (idempotent)."""
+        self._serving = False
         await self._cancel_jobs()
+        if self._after_reconnect is not None:
+            task, self._after_reconnect = self._after_reconnect, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         for http in self.http_servers:
             await http.close()
         self.http_servers = []
@@ -395,8 +435,42 @@ class Service:
             await migrate(outbox.engine, OUTBOX_MIGRATIONS, service=OUTBOX_OWNER)
             outbox.start(self._nc)
 
+    def _dependency_reading(self, dependency: str) -> Callable[[], float]:
+        return lambda: float(self.dependencies()[dependency])
+
+    async def _ensure_streams(self) -> None:
+        if self._streams and self._nc is not None:
+            replicas = self.settings.stream_replicas
+            copies = tuple(replace(spec, replicas=replicas) for spec in self._streams)
+            await ensure_streams(self._nc.jetstream(), copies)
+
     async def _reconnected(self) -> None:
+        # nats-py awaits this inside its reconnection task: the work runs in a task of
+        # its own, so that a JetStream still starting up cannot hold the connection.
         _log.warning("service.nats_reconnected", service=self.name)
+        if self._after_reconnect is not None:
+            self._after_reconnect.cancel()
+        self._after_reconnect = asyncio.create_task(
+            self._restore_after_reconnect(), name=f"after-reconnect:{self.name}"
+        )
+
+    async def _restore_after_reconnect(self) -> None:
+        attempt = 0
+        while True:  # the server may have come back empty, or with JetStream starting
+            try:
+                await self._ensure_streams()
+                break
+            except Exception as exc:
+                attempt += 1
+                delay = backoff(attempt, base=0.1, cap=2.0)
+                _log.warning(
+                    "service.streams_ensure_failed",
+                    service=self.name,
+                    attempt=attempt,
+                    retry_in=round(delay, 3),
+                    error=str(exc) or type(exc).__name__,
+                )
+                await asyncio.sleep(delay)
         for hook in self._on_reconnect:
             try:
                 await hook()

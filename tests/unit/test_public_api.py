@@ -45,6 +45,7 @@ def test_the_gateway_kits_exported_names_are_pinned():
     assert sorted(cellwork.gateway.__all__) == [
         "BodyLimit",
         "Claims",
+        "DependencyCheck",
         "ErrorBody",
         "HttpMetrics",
         "HttpServer",

@@ -1,4 +1,27 @@
-"""Watch the registry and keep the live set of instances, in memory, current."""
+"""Watch the registry and keep the live set of instances, in memory, current.
+
+Static stability: the watcher trusts its last good view more than silence. An
+entry leaves the set by age (no beat for a TTL) only while the registry is known
+healthy; while it is not, the watcher holds every endpoint it has, and callers keep
+calling them (their balancers still eject one that refuses connections).
+
+How the watcher knows the registry is healthy, checked every ``probe_interval``:
+
+1. the NATS connection is up (local state, no I/O);
+2. its watch is the one made on this connection (nats-py's reconnect count has
+   not moved since) and its task is alive: after a reconnection the server may
+   have restarted, even with its store wiped, and the old ordered consumer with it;
+3. the bucket exists and is the one the watch was made on (one JetStream stream
+   lookup, whose creation time tells a re-created bucket from the old one).
+
+When any fails, the watcher is unhealthy (``registry.unreachable``, the gauge
+``cellwork_registry_held_endpoints`` shows how many endpoints it holds). As soon
+as the connection is up it makes a new watch (re-creating a missing bucket),
+whose replay of the current records is merged into what it holds: records
+refresh their entries, entries without one stay. It is then healthy again
+(``registry.recovered``), but expires entries by age only a fresh TTL later, so
+that instances had time to register again.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +29,32 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from cellwork.discovery.instance import InstanceInfo, safe_token
 from cellwork.discovery.registry import Registry
 from cellwork.observability.logging import get_logger
+from cellwork.observability.metrics import registry_held_endpoints
 
 _log = get_logger("cellwork.discovery.watcher")
 
 Listener = Callable[[dict[str, InstanceInfo]], None]
 
+# A replay is a handful of records; a server that takes longer is not healthy.
+_REPLAY_TIMEOUT = 10.0
+
 
 class RegistryWatcher:
     """The live instances of one service (or of all), updated from the bucket.
 
-    An entry leaves the set when it is deleted or purged, or when it has not
-    been refreshed for ``ttl`` seconds (checked every ``sweep_interval``): a
-    crashed instance disappears within ``ttl + sweep_interval`` of its last beat
-    even when the server sends no expiry marker. Listeners are called with the
-    whole new set (keyed by registry key) on every change, on the event loop.
+    While the registry is healthy an entry leaves the set when it is deleted or
+    purged, or when it has not been refreshed for ``ttl`` seconds (checked every
+    ``sweep_interval``): a crashed instance disappears within ``ttl +
+    sweep_interval`` of its last beat even when the server sends no expiry marker.
+    While it is not, the set is held as it was (see the module docstring).
+    Listeners are called with the whole new set (keyed by registry key) on every
+    change, on the event loop.
     """
 
     def __init__(
@@ -34,17 +64,31 @@ class RegistryWatcher:
         *,
         ttl: float | None = None,
         sweep_interval: float = 0.25,
+        probe_interval: float | None = None,
     ) -> None:
         self._registry = registry
         self._pattern = f"{safe_token(service)}.*" if service else ">"
+        self._label = service or "*"
         self._ttl = ttl if ttl is not None else registry.ttl
         self._sweep_interval = sweep_interval
+        self._probe_interval = probe_interval or min(1.0, self._ttl / 3)
         self._entries: dict[str, tuple[InstanceInfo, float]] = {}
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: Any = None
+        self._follow_task: asyncio.Task[None] | None = None
+        self._watch_epoch = -1  # the connection's reconnect count when the watch was made
+        self._watch_bucket: datetime | None = None  # creation time of the bucket watched
+        self._healthy = False
+        self._expire_from = 0.0  # monotonic time from which entries expire by age
         self._ready = asyncio.Event()
         self._changed = asyncio.Condition()
+        self._held = registry_held_endpoints().labels(self._label)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the registry was reachable and the watch alive at the last probe."""
+        return self._healthy
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(snapshot)`` on every change (and once now if started)."""
@@ -61,13 +105,13 @@ class RegistryWatcher:
         return [info for info, _seen in self._entries.values()]
 
     async def start(self) -> None:
-        """Load the current set and start following changes."""
-        self._watch = await self._registry.kv.watch(self._pattern)
+        """Load the current set and start following changes (and probing the registry)."""
+        await self._rewatch()
+        self._healthy = True
         self._tasks = [
-            asyncio.create_task(self._follow(), name=f"registry-watch:{self._pattern}"),
             asyncio.create_task(self._sweep(), name=f"registry-sweep:{self._pattern}"),
+            asyncio.create_task(self._probe(), name=f"registry-probe:{self._pattern}"),
         ]
-        await asyncio.wait_for(self._ready.wait(), timeout=10)
 
     async def wait_until(
         self, predicate: Callable[[list[InstanceInfo]], bool], timeout: float
@@ -79,11 +123,43 @@ class RegistryWatcher:
             )
         return self.instances()
 
-    async def _follow(self) -> None:
+    # -- following the bucket ----------------------------------------------------------
+
+    async def _rewatch(self) -> None:
+        """Replace the watch with a new one and wait for its replay of the current set."""
+        await self._stop_watch()
+        await self._registry.ensure()
+        epoch = self._registry.reconnects
+        bucket = await self._registry.identity()
+        watch = await self._registry.kv.watch(self._pattern)
+        replayed = asyncio.Event()
+        self._watch, self._watch_epoch, self._watch_bucket = watch, epoch, bucket
+        self._follow_task = asyncio.create_task(
+            self._follow(watch, replayed), name=f"registry-watch:{self._pattern}"
+        )
+        try:
+            await asyncio.wait_for(replayed.wait(), _REPLAY_TIMEOUT)
+        except BaseException:
+            await self._stop_watch()
+            raise
+        self._set_ready()
+
+    async def _stop_watch(self) -> None:
+        task, self._follow_task = self._follow_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            with contextlib.suppress(Exception):  # its connection may be gone
+                await watch.stop()
+
+    async def _follow(self, watch: Any, replayed: asyncio.Event) -> None:
         while True:
-            entry = await self._watch.updates(timeout=None)
+            entry = await watch.updates(timeout=None)
             if entry is None:  # end of the initial replay
-                self._set_ready()
+                replayed.set()
                 continue
             key = entry.key
             if entry.operation in ("DEL", "PURGE") or not entry.value:
@@ -103,12 +179,60 @@ class RegistryWatcher:
                 if previous is None or previous[0] != info:
                     await self._notify()
             if entry.delta == 0:
-                self._set_ready()
+                replayed.set()
+
+    # -- health and expiry -------------------------------------------------------------
+
+    async def _probe(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            problem = await self._problem()
+            if problem is None:
+                continue
+            if self._healthy:
+                self._healthy = False
+                self._held.set(len(self._entries))
+                _log.warning(
+                    "registry.unreachable",
+                    watch=self._label,
+                    reason=problem,
+                    held=len(self._entries),
+                )
+            if not self._registry.connected:
+                continue
+            try:
+                await self._rewatch()
+            except Exception as exc:  # JetStream not back yet: the next probe tries again
+                _log.debug("registry.rewatch_failed", watch=self._label, error=str(exc))
+                continue
+            self._healthy = True
+            self._expire_from = time.monotonic() + self._ttl
+            self._held.set(0)
+            _log.info("registry.recovered", watch=self._label, held=len(self._entries))
+
+    async def _problem(self) -> str | None:
+        """Why the registry is not healthy now, or None when it is."""
+        if not self._registry.connected:
+            return "disconnected"
+        if self._registry.reconnects != self._watch_epoch:
+            return "reconnected"
+        if self._follow_task is None or self._follow_task.done():
+            return "watch ended"
+        try:
+            bucket = await self._registry.identity()
+        except Exception as exc:
+            return f"bucket unavailable: {type(exc).__name__}"
+        if bucket != self._watch_bucket:
+            return "bucket re-created"
+        return None
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_interval)
-            horizon = time.monotonic() - self._ttl
+            now = time.monotonic()
+            if not self._healthy or now < self._expire_from:
+                continue  # hold what we have: silence is not death while we cannot hear
+            horizon = now - self._ttl
             stale = [key for key, (_info, seen) in self._entries.items() if seen < horizon]
             for key in stale:
                 del self._entries[key]
@@ -139,7 +263,5 @@ class RegistryWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if self._watch is not None:
-            with contextlib.suppress(Exception):
-                await self._watch.stop()
-            self._watch = None
+        await self._stop_watch()
+        self._held.set(0)

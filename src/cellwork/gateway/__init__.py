@@ -12,7 +12,7 @@
 An app is built from these in one place (its composition root):
 
     app = FastAPI(middleware=edge_middleware(max_body_bytes=65536, call_timeout=2.0),
-                  routes=probe_routes(upstreams))  # upstreams() -> {name: ready}
+                  routes=probe_routes(upstreams, dependencies=service.dependencies))
     install_error_handlers(app)
 """
 
@@ -27,7 +27,7 @@ from cellwork.gateway.errors import (
     json_error,
 )
 from cellwork.gateway.middleware import BodyLimit, HttpMetrics, RequestContext, edge_middleware
-from cellwork.gateway.probes import ReadinessCheck, probe_routes
+from cellwork.gateway.probes import DependencyCheck, ReadinessCheck, probe_routes
 from cellwork.gateway.ratelimit import TokenBucketLimiter
 from cellwork.gateway.routing import TemplateRoute
 from cellwork.gateway.server import HttpServer, PortTaken
@@ -35,6 +35,7 @@ from cellwork.gateway.server import HttpServer, PortTaken
 __all__ = [
     "BodyLimit",
     "Claims",
+    "DependencyCheck",
     "ErrorBody",
     "HttpMetrics",
     "HttpServer",

@@ -28,6 +28,8 @@ HTTP_REQUESTS = "cellwork_http_requests_total"
 HTTP_DURATION = "cellwork_http_duration_seconds"
 OUTBOX_PENDING = "cellwork_outbox_pending"
 OUTBOX_OLDEST = "cellwork_outbox_oldest_seconds"
+REGISTRY_HELD_ENDPOINTS = "cellwork_registry_held_endpoints"
+DEPENDENCY_UP = "cellwork_dependency_up"
 
 # Each side of RPC's names, by side: what RpcMetrics looks up. The client side has no
 # in-flight gauge (an empty name registers none): the client counts calls in flight per
@@ -128,6 +130,39 @@ def balancer_metrics() -> tuple[Counter, Gauge]:
                 ),
             )
         return _balancer_metrics
+
+
+_registry_held: Gauge | None = None
+_dependency_up: Gauge | None = None
+
+
+def registry_held_endpoints() -> Gauge:
+    """Return the gauge of endpoints a registry watcher holds while the registry is
+    unreachable (0 while it is healthy), labelled by what it watches."""
+    global _registry_held
+    with _lock:
+        if _registry_held is None:
+            _registry_held = Gauge(
+                REGISTRY_HELD_ENDPOINTS,
+                "Endpoints a registry watcher keeps from its last good view while the "
+                "registry is unreachable (0 while it is reachable).",
+                ["watch"],
+            )
+        return _registry_held
+
+
+def dependency_up() -> Gauge:
+    """Return the gauge of an instance's infrastructure dependencies: 1 up, 0 degraded."""
+    global _dependency_up
+    with _lock:
+        if _dependency_up is None:
+            _dependency_up = Gauge(
+                DEPENDENCY_UP,
+                "Whether an infrastructure dependency of the instance is usable (1) or "
+                "degraded (0); the instance keeps serving either way.",
+                ["dependency"],
+            )
+        return _dependency_up
 
 
 _http_metrics: RequestMetrics | None = None

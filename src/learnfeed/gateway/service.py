@@ -24,14 +24,20 @@ from learnfeed.v1.identity_client import IdentityClient
 SERVICE_NAME = "gateway"
 
 
-class Upstreams:
-    """Readiness: which upstream services have at least one serving instance."""
+class Readiness:
+    """Readiness: the instance serves (started, not draining) and each upstream service
+    has at least one instance it knows of. Its clients keep their last-known endpoints
+    while the registry is unreachable, so NATS going away fails none of these: it shows
+    as degraded instead."""
 
-    def __init__(self, **clients: Client[object]) -> None:
+    def __init__(self, service: Service, **clients: Client[object]) -> None:
+        self.service = service
         self.clients = clients
 
     def __call__(self) -> Mapping[str, bool]:
-        return {name: client.has_endpoints() for name, client in self.clients.items()}
+        parts = {"serving": self.service.serving}
+        parts.update({name: client.has_endpoints() for name, client in self.clients.items()})
+        return parts
 
 
 def create_service(settings: ServiceSettings) -> Service:
@@ -61,7 +67,8 @@ def create_service(settings: ServiceSettings) -> Service:
             FollowRoutes(identity, catalog, feed),
         ],
         [feed_routes.serving_route()],
-        Upstreams(identity=identity, catalog=catalog, feed=feed),
+        Readiness(service, identity=identity, catalog=catalog, feed=feed),
+        dependencies=service.dependencies,
         max_body_bytes=cfg.max_body_bytes,
         request_timeout=cfg.call_timeout,
     )

@@ -13,7 +13,14 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cellwork import Service, ServiceSettings, Unauthenticated
-from cellwork.gateway import JwtCodec, bearer_token, install_error_handlers, probe_routes
+from cellwork.gateway import (
+    DependencyCheck,
+    JwtCodec,
+    ReadinessCheck,
+    bearer_token,
+    install_error_handlers,
+    probe_routes,
+)
 from cellwork.observability import get_logger
 from learnfeed.push.hub import FRAMES, Hub
 from learnfeed.settings import LearnfeedSettings
@@ -52,8 +59,21 @@ def reply_to(message: Any) -> dict[str, Any]:
     return {"type": "error", "code": "unknown_type", "message": f"unknown type {kind!r}"}
 
 
-def build_app(hub: Hub, jwt: JwtCodec, idle_timeout: float) -> Starlette:
-    """The push app: ``/v1/stream`` and the probes."""
+def build_app(
+    hub: Hub,
+    jwt: JwtCodec,
+    idle_timeout: float,
+    ready: ReadinessCheck | None = None,
+    dependencies: DependencyCheck | None = None,
+) -> Starlette:
+    """The push app: ``/v1/stream`` and the probes.
+
+    ``/readyz`` fails only on ``ready`` (the instance not serving); NATS away is named
+    as degraded: open sockets stay open and answer pings, and are told of new feeds
+    again once it is back."""
+
+    def degraded() -> dict[str, bool]:
+        return {**(dependencies() if dependencies is not None else {}), "nats": hub.ready}
 
     async def stream(ws: WebSocket) -> None:
         try:
@@ -110,7 +130,7 @@ def build_app(hub: Hub, jwt: JwtCodec, idle_timeout: float) -> Starlette:
     app = Starlette(
         routes=[
             WebSocketRoute("/v1/stream", stream),
-            *probe_routes(lambda: {"nats": hub.ready}),
+            *probe_routes(ready, dependencies=degraded),
         ]
     )
     install_error_handlers(app)
@@ -122,6 +142,12 @@ def create_service(settings: ServiceSettings) -> Service:
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
     hub = Hub(service.bus, cfg.push_max_sockets_per_user, cfg.push_max_sockets)
-    app = build_app(hub, cfg.jwt(), cfg.push_idle_timeout)
+    app = build_app(
+        hub,
+        cfg.jwt(),
+        cfg.push_idle_timeout,
+        ready=lambda: {"serving": service.serving},
+        dependencies=service.dependencies,
+    )
     service.add_http(app, cfg.push_port, ws_max_size=cfg.max_body_bytes)
     return service

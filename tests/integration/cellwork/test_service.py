@@ -4,20 +4,26 @@ fan-out exist at once, databases are migrated before hooks, health turns SERVING
 from __future__ import annotations
 
 import asyncio
+import shutil
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from cellwork import NoEndpoints, Service, ServiceSettings
 from cellwork.data import Migration, sqlite_url
 from cellwork.discovery import RegistryWatcher
+from cellwork.discovery.registry import Registry
 from cellwork.events import StreamSpec, connect_nats
 from cellwork.runtime.health import HealthProbe
-from cellwork.testing import start_service
+from cellwork.testing import NatsServer, free_port, start_service
+from cellwork.testing.echo import EchoSettings
 from cellwork.testing.echo import create_service as create_echo
 from cellwork.testing.v1 import echo_pb2, echo_pb2_grpc
 from cellwork.testing.v1.echo_client import EchoClient
+from tests.waiting import BOUND, wait_until
 
 NOTES = (Migration(1, "notes", ("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",)),)
 
@@ -148,3 +154,112 @@ async def test_a_subscription_declared_in_the_root_hears_broadcasts(nats_server)
     finally:
         await speaker.drain(1)
         await listener.drain(1)
+
+
+OUTAGE = {"registry_ttl": 1.0, "heartbeat_interval": 0.2}  # a few TTLs are short
+
+
+async def test_a_service_heals_after_nats_restarts_with_its_store_wiped(tmp_path: Path):
+    server = NatsServer(tmp_path / "nats", port=free_port()).start()
+    echo = create_echo(
+        EchoSettings(nats_url=server.url, instance_id="echo-0", drain_propagation=0.05, **OUTAGE)  # type: ignore[arg-type]
+    )
+    echo.add_streams(StreamSpec("NOTES", ("notes.*",)))
+    caller = Service("caller", settings(server.url, **OUTAGE))
+    client = caller.client("echo", EchoClient)
+    calls = {"ok": 0, "failed": 0}
+
+    async def call_forever() -> None:
+        while True:
+            try:
+                await client.echo(echo_pb2.EchoRequest(payload=b"x"))
+                calls["ok"] += 1
+            except Exception:
+                calls["failed"] += 1
+            await asyncio.sleep(0.01)
+
+    await echo.start()
+    await caller.start()
+    loop = asyncio.create_task(call_forever())
+    try:
+        await client.balancer.wait_for_endpoints(1)
+        await wait_until(lambda: calls["ok"] > 10, "calls before the outage")
+        server.stop()
+        await wait_until(lambda: not caller.dependencies()["nats"], "the caller to see it")
+        shutil.rmtree(server.store_dir / "jetstream")
+        down = time.monotonic()
+        before = calls["ok"]
+        # Three TTLs without a registry: the caller keeps its endpoint and its calls.
+        await wait_until(lambda: time.monotonic() - down > 3.0, "three TTLs of outage")
+        assert calls["ok"] > before and client.has_endpoints()
+        assert caller.dependencies() == {"nats": False, "registry": False}
+
+        server.start()
+        nc = await connect_nats(server.url, "test-after")
+        try:
+            js = nc.jetstream()
+
+            async def exists(stream: str) -> bool:
+                try:
+                    await js.stream_info(stream)
+                except Exception:
+                    return False
+                return True
+
+            # Re-created by the instances themselves, not by this test.
+            await wait_until(lambda: exists("KV_cellwork_registry"), "the registry bucket")
+            await wait_until(lambda: exists("NOTES"), "the echo's stream")
+            registry = await Registry.open(nc, "cellwork_registry", 1.0)
+            fresh = RegistryWatcher(registry, "echo")
+            await fresh.start()
+            try:
+                await fresh.wait_until(lambda found: len(found) == 1, timeout=BOUND)
+            finally:
+                await fresh.close()
+            await wait_until(
+                lambda: caller.dependencies() == {"nats": True, "registry": True},
+                "the caller's dependencies to be back",
+            )
+        finally:
+            await nc.close()
+        after = calls["ok"]
+        await wait_until(lambda: calls["ok"] > after + 10, "calls after the outage")
+        assert calls["failed"] == 0
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await caller.drain(1)
+        await echo.drain(1)
+        server.stop()
+
+
+async def test_a_service_started_while_nats_is_down_starts_once_it_is_up(tmp_path: Path):
+    server = NatsServer(tmp_path / "nats", port=free_port())
+    service = create_echo(
+        EchoSettings(nats_url=server.url, instance_id="echo-late", drain_propagation=0.05)
+    )
+    starting = asyncio.create_task(service.start())
+    try:
+        # Observable while it waits: its metrics say NATS is down.
+        await wait_until(lambda: service.metrics_port != 0, "the metrics server")
+        url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(url)).text
+        assert 'cellwork_dependency_up{dependency="nats"} 0.0' in text
+        assert not starting.done()
+
+        server.start()
+        await asyncio.wait_for(starting, BOUND)
+        assert service.serving and service.dependencies()["nats"]
+        nc = await connect_nats(server.url, "test-late")
+        try:
+            registry = await Registry.open(nc, "cellwork_registry", 3.0)
+            assert [i.instance_id for i in await registry.list("echo")] == ["echo-late"]
+        finally:
+            await nc.close()
+    finally:
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        await service.drain(1)
+        server.stop()

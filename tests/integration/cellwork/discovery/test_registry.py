@@ -1,9 +1,12 @@
 """Registration, heartbeat expiry and deregistration, seen by a watcher on real NATS."""
 
+import asyncio
 import time
 
+from nats.js.api import KeyValueConfig, StorageType
+
 from cellwork.discovery import InstanceInfo, InstanceStatus, Registration, RegistryWatcher
-from cellwork.discovery.registry import Registry
+from cellwork.discovery.registry import Registry, bucket_stream
 from cellwork.events.connection import connect_nats
 from tests.waiting import BOUND
 
@@ -85,3 +88,25 @@ async def test_a_new_watcher_loads_existing_entries_and_ignores_other_services(r
         assert {i.instance_id for i in await registry.list()} == {"x1", "y1"}
     finally:
         await watcher.close()
+
+
+async def test_an_existing_memory_bucket_is_replaced_by_a_file_bucket(nats_server):
+    nc = await connect_nats(nats_server.url, name="test-replace")
+    js = nc.jetstream()
+    try:
+        old = await js.create_key_value(
+            KeyValueConfig(bucket="old_registry", history=1, ttl=3.0, storage=StorageType.MEMORY)
+        )
+        await old.put("svc.stale", info("stale").to_json())
+        # Instances of a new version start together: each heals, and they converge.
+        registries = await asyncio.gather(
+            *(Registry.open(nc, "old_registry", 3.0) for _ in range(3))
+        )
+        stream = await js.stream_info(bucket_stream("old_registry"))
+        assert stream.config.storage == StorageType.FILE
+        for n, registry in enumerate(registries):
+            await registry.put(info(f"new-{n}"))
+        found = {i.instance_id for i in await registries[0].list("svc")}
+        assert found == {"new-0", "new-1", "new-2"}
+    finally:
+        await nc.close()

@@ -60,7 +60,7 @@ async def test_the_supervisor_uses_the_registry_bucket_and_ttl_of_the_cell_env(
                 await js.key_value(other)
 
         # The instance registers where its settings say; the supervisor follows that bucket.
-        registry = Registry(bucket, 7.0)
+        registry = await Registry.open(nc, "cell_registry", 7.0)
         instance = processes.launched[0]
         assert instance.env["CELLWORK_REGISTRY_BUCKET"] == "cell_registry"
         record = InstanceInfo("echo", "echo-0", "127.0.0.1", 5999, pid=instance.process.pid)

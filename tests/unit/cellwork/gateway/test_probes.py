@@ -32,7 +32,25 @@ async def test_readyz_is_503_when_any_part_is_not_ready(parts, status) -> None:
     async with client(Starlette(routes=probe_routes(lambda: parts))) as http:
         r = await http.get("/readyz")
     assert r.status_code == status
-    assert r.json() == {"ready": status == 200, "parts": parts}
+    assert r.json() == {"ready": status == 200, "parts": parts, "degraded": []}
+
+
+async def test_a_degraded_dependency_is_named_and_fails_no_probe() -> None:
+    usable = {"nats": False, "registry": True}
+    app = Starlette(routes=probe_routes(lambda: {"serving": True}, dependencies=lambda: usable))
+    async with client(app) as http:
+        r = await http.get("/readyz")
+        assert r.status_code == 200
+        assert r.json() == {"ready": True, "parts": {"serving": True}, "degraded": ["nats"]}
+        usable["nats"] = True
+        assert (await http.get("/readyz")).json()["degraded"] == []
+
+
+async def test_a_part_that_cannot_serve_fails_readiness_whatever_the_dependencies() -> None:
+    routes = probe_routes(lambda: {"serving": False}, dependencies=lambda: {"nats": True})
+    async with client(Starlette(routes=routes)) as http:
+        r = await http.get("/readyz")
+    assert r.status_code == 503 and r.json()["ready"] is False
 
 
 async def test_readyz_follows_readiness_as_it_changes_and_accepts_an_async_check() -> None:
@@ -50,7 +68,7 @@ async def test_readyz_follows_readiness_as_it_changes_and_accepts_an_async_check
 async def test_readyz_without_a_check_is_ready() -> None:
     async with client(Starlette(routes=probe_routes())) as http:
         r = await http.get("/readyz")
-    assert r.status_code == 200 and r.json() == {"ready": True, "parts": {}}
+    assert r.status_code == 200 and r.json() == {"ready": True, "parts": {}, "degraded": []}
 
 
 async def test_metrics_serves_the_registry_as_prometheus_text() -> None:
