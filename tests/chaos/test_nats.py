@@ -88,6 +88,7 @@ async def test_the_cells_nats_killed_under_load(tmp_path: Path) -> None:
             rate_rps=rate,
             reads=len(run.of("feed")),
             failed_reads=len(run.failed("feed", (200,))),
+            dropped=run.dropped,
             interactions_202=accepted,
             interactions_503_in_deadline=refused,
             interactions_other=other,
@@ -97,6 +98,7 @@ async def test_the_cells_nats_killed_under_load(tmp_path: Path) -> None:
             ledger_accepted_lost_doubled=ledger,
             client_lag_p99_ms=ms(run.lag_p99),
         )
+        assert run.dropped == 0  # no request waited so long that the in-flight bound filled
         assert run.failed("feed", (200,)) == []
         assert other == 0, [r for r in run.of("interaction") if r.status not in (202, 503)][:5]
         assert run.failed("feed", (200,), after=recovered) == []
@@ -138,11 +140,14 @@ async def test_an_external_nats_stopped_and_started_empty(tmp_path: Path) -> Non
                 rate_rps=rate,
                 reads=len(run.of("feed")),
                 failed_reads=len(run.failed("feed", (200,))),
+                dropped=run.dropped,
+                dropped=run.dropped,
                 all_registered_ms=ms(times["registered"]),
                 read_p99_ms=ms(run.latency("feed", 0.99)),
                 consumers_recreated=after == before,
                 client_lag_p99_ms=ms(run.lag_p99),
             )
+            assert run.dropped == 0
             assert run.failed("feed", (200,)) == []
             assert after == before
         finally:
