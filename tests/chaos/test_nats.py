@@ -141,7 +141,6 @@ async def test_an_external_nats_stopped_and_started_empty(tmp_path: Path) -> Non
                 reads=len(run.of("feed")),
                 failed_reads=len(run.failed("feed", (200,))),
                 dropped=run.dropped,
-                dropped=run.dropped,
                 all_registered_ms=ms(times["registered"]),
                 read_p99_ms=ms(run.latency("feed", 0.99)),
                 consumers_recreated=after == before,
