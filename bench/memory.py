@@ -33,6 +33,7 @@ import asyncio
 import sqlite3
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -89,19 +90,20 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def read_feeds(port: int, tokens: list[str], concurrency: int) -> tuple[int, int, float]:
-    """Read each token's feed once: (answers, non-200 answers, seconds).
+async def read_feeds(
+    port: int, tokens: list[str], concurrency: int
+) -> tuple[int, Counter[int], float]:
+    """Read each token's feed once: (answers, count of each non-200 status, seconds).
 
     A minimal HTTP/1.1 client over keep-alive connections: httpx spent ~1 ms of this
     machine's CPU a request, more than the gateway, and wrk cannot stop after each
     user was read once.
     """
     queue = iter(tokens)
-    bad = 0
+    bad: Counter[int] = Counter()
     started = time.monotonic()
 
     async def worker() -> None:
-        nonlocal bad
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
             for token in queue:
@@ -117,7 +119,7 @@ async def read_feeds(port: int, tokens: list[str], concurrency: int) -> tuple[in
                         length = int(line.split(b":", 1)[1])
                 await reader.readexactly(length)
                 if status != 200:
-                    bad += 1
+                    bad[status] += 1
         finally:
             writer.close()
             await writer.wait_closed()
@@ -164,7 +166,7 @@ def main() -> None:
         cell = CellProcess(spec, workdir, ready_urls=(f"{base_url}/readyz",), env=env)
         with cell.start(timeout=120.0):
             pids = {row["service"]: int(row["pid"]) for row in cell.instances()}
-            rows: list[tuple[int, float, float, str, int]] = []
+            rows: list[tuple[int, float, float, str, str]] = []
             done = 0
             for point in points:
                 answers, bad, seconds = asyncio.run(
@@ -172,7 +174,10 @@ def main() -> None:
                 )
                 done = point
                 rate = f"{answers / seconds:,.0f}/s" if answers else "-"
-                rows.append((point, rss_mib(pids["gateway"]), rss_mib(pids["feed"]), rate, bad))
+                statuses = ", ".join(f"{n} x {code}" for code, n in sorted(bad.items())) or "0"
+                rows.append(
+                    (point, rss_mib(pids["gateway"]), rss_mib(pids["feed"]), rate, statuses)
+                )
                 print(
                     f"{point:>9,} users: gateway {rows[-1][1]:.0f} MiB, feed {rows[-1][2]:.0f} MiB",
                     flush=True,
