@@ -64,8 +64,21 @@ def user_of(subject: str, prefix: str) -> str:
     return user_id
 
 
-def streams(refresh_window: float) -> tuple[StreamSpec, ...]:
-    """learnfeed's streams; refresh ids dedupe for at least one refresh window."""
+# How long an interaction event can still reach its consumers: while it is in the
+# INTERACTIONS stream, then while it waits in the dead-letter stream for a replay
+# (cellwork keeps dead letters 30 days). Whoever dedupes interactions by event id
+# must remember the ids at least this long.
+INTERACTIONS_MAX_AGE = 30 * 86400.0
+DEAD_LETTER_MAX_AGE = 30 * 86400.0
+INTERACTION_REDELIVERY_HORIZON = INTERACTIONS_MAX_AGE + DEAD_LETTER_MAX_AGE
+
+
+def streams(refresh_window: float, *, interactions_max_bytes: int) -> tuple[StreamSpec, ...]:
+    """learnfeed's streams; refresh ids dedupe for at least one refresh window.
+
+    ``interactions_max_bytes`` caps INTERACTIONS (-1: by age only); past it the
+    oldest interactions go, consumed or not.
+    """
     return (
         StreamSpec(
             FEED_STREAM,
@@ -73,5 +86,10 @@ def streams(refresh_window: float) -> tuple[StreamSpec, ...]:
             duplicate_window=max(120.0, refresh_window),
             max_age=24 * 3600.0,
         ),
-        StreamSpec(INTERACTIONS_STREAM, (f"{INTERACTION_PREFIX}.*",), max_age=30 * 86400.0),
+        StreamSpec(
+            INTERACTIONS_STREAM,
+            (f"{INTERACTION_PREFIX}.*",),
+            max_age=INTERACTIONS_MAX_AGE,
+            max_bytes=interactions_max_bytes,
+        ),
     )

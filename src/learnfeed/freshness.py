@@ -2,13 +2,18 @@
 
 - refresh windows: each user's reads within one window ask for one refresh;
 - current versions: a kept copy is never older than the newest version announced;
-- the ``feed.changed`` announcement that drops older copies everywhere.
+- the ``feed.changed`` announcement that drops older copies everywhere;
+- ``PackedFeed``: a kept version in ~2 KB instead of ~14.5 KB.
 """
 
 from __future__ import annotations
 
+import sys
 import zlib
+from array import array
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from cellwork.cache import LocalCache
@@ -83,8 +88,61 @@ class NewestVersions:
     def newest(self, user_id: str) -> int:
         return self._newest.get(user_id, 0)
 
+    def __len__(self) -> int:
+        return len(self._newest)
+
     def clear(self) -> None:
         self._newest.clear()
+
+
+# Between the ids of a packed feed: a control character no item id holds.
+_SEP = "\x1f"
+
+
+@dataclass(frozen=True, slots=True)
+class PackedFeed:
+    """One version of a user's feed, packed: ids in one string, scores as float32.
+
+    A version of 100 entries kept as a list of (id, score) tuples costs ~14.5 KB
+    (tuples, float objects and id strings); packed it is ~1.9 KB. Scores travel as
+    protobuf ``float`` (32 bits), so ``array('f')`` keeps them exactly. A page is
+    decoded per read: splitting only up to the page's end costs ~1 us for 20 ids.
+    """
+
+    version: int
+    generated_at: float
+    ids: str
+    scores: array[float]
+
+    @classmethod
+    def pack(
+        cls, version: int, generated_at: float, entries: Sequence[tuple[str, float]]
+    ) -> PackedFeed | None:
+        """The packed version, or None when an id holds the separator (not kept)."""
+        ids = _SEP.join(item_id for item_id, _ in entries)
+        if ids.count(_SEP) != max(len(entries) - 1, 0):
+            return None
+        return cls(version, generated_at, ids, array("f", [score for _, score in entries]))
+
+    @property
+    def total(self) -> int:
+        return len(self.scores)
+
+    def page(self, offset: int, limit: int) -> list[tuple[str, float]]:
+        """Entries ``offset`` to ``offset + limit`` (fewer at the end)."""
+        end = min(offset + limit, len(self.scores))
+        if offset >= end:
+            return []
+        ids = self.ids.split(_SEP, end)[offset:end]
+        return list(zip(ids, self.scores[offset:end], strict=True))
+
+    def entries(self) -> list[tuple[str, float]]:
+        """Every entry, in rank order."""
+        return self.page(0, len(self.scores))
+
+    def nbytes(self) -> int:
+        """What this version holds in memory (object, id string, score array)."""
+        return sys.getsizeof(self) + sys.getsizeof(self.ids) + sys.getsizeof(self.scores)
 
 
 class HasVersion(Protocol):
@@ -94,6 +152,10 @@ class HasVersion(Protocol):
 
 V = TypeVar("V", bound=HasVersion)
 
+# What remembering one user's newest version costs in ``NewestVersions`` (ordered
+# dict node and slot, the user id string, an int), measured with tracemalloc.
+NEWEST_ENTRY_BYTES = 200
+
 
 class CurrentVersions(Generic[V]):
     """Each user's current feed version, kept in the instance (feed or gateway).
@@ -101,11 +163,31 @@ class CurrentVersions(Generic[V]):
     Never keeps or serves a copy older than the newest version announced: a read that
     began before a new version was stored can come back after its announcement, and
     two stores can finish out of order.
+
+    Bounded by ``maxsize`` versions and ``max_bytes`` as ``size`` estimates them
+    (``PackedFeed.nbytes`` for packed versions), the oldest kept going first; the
+    newest numbers of up to twice as many users are remembered beside them.
     """
 
-    def __init__(self, ttl: float, maxsize: int = 100_000) -> None:
-        self._kept: LocalCache[str, V] = LocalCache(maxsize=maxsize, ttl=ttl)
+    def __init__(
+        self,
+        ttl: float,
+        maxsize: int = 100_000,
+        max_bytes: int = 0,
+        size: Callable[[V], int] = sys.getsizeof,
+    ) -> None:
+        self._kept: LocalCache[str, V] = LocalCache(
+            maxsize=maxsize, ttl=ttl, max_bytes=max_bytes, size=size
+        )
         self._newest = NewestVersions(max_users=2 * maxsize)
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated bytes held: kept versions plus remembered newest numbers."""
+        return self._kept.nbytes + len(self._newest) * NEWEST_ENTRY_BYTES
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
     def get(self, user_id: str) -> V | None:
         kept = self._kept.get(user_id)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from cellwork import ServiceSettings
 from cellwork.data import sqlite_url
 from cellwork.gateway import JwtCodec, JwtKeys
+from learnfeed.contract import INTERACTION_REDELIVERY_HORIZON
 
 DEV_JWT_KEY = "k1:learnfeed-dev-key-change-me-please"
 
@@ -51,6 +52,42 @@ class LearnfeedSettings(ServiceSettings):
     gateway_feed_cache: bool = Field(
         True, description="gateways keep current feed versions, dropped when one changes"
     )
+    gateway_feed_cache_bytes: int = Field(
+        128 * 2**20, ge=2**20, description="bytes of feed versions a gateway keeps"
+    )
+    gateway_items_cache_bytes: int = Field(
+        64 * 2**20, ge=2**20, description="bytes of rendered items a gateway keeps"
+    )
+    feed_cache_bytes: int = Field(
+        192 * 2**20, ge=2**20, description="bytes of feed versions a feed instance keeps"
+    )
+    interactions_retention: float = Field(
+        90 * 86400.0,
+        description="seconds the recommender keeps an interaction (and dedupes its event id)",
+    )
+    interactions_stream_max_bytes: int = Field(
+        1 * 2**30, ge=2**20, description="bytes the INTERACTIONS stream holds at most"
+    )
+    refresh_token_retention: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="seconds a refresh-token family is kept after its last token expired",
+    )
+    retention_interval: float = Field(
+        3600.0, gt=0, description="seconds between passes of the retention jobs"
+    )
+
+    @field_validator("interactions_retention")
+    @classmethod
+    def _outlives_redeliveries(cls, value: float) -> float:
+        # A pruned event id would count again if its event were delivered once more.
+        if value < INTERACTION_REDELIVERY_HORIZON:
+            raise ValueError(
+                f"must be at least {INTERACTION_REDELIVERY_HORIZON:.0f} seconds: interactions"
+                " are deduped by event id for as long as an event can be redelivered"
+                " (the INTERACTIONS stream's max age plus the dead-letter stream's)"
+            )
+        return value
 
     @classmethod
     def of(cls, settings: ServiceSettings) -> LearnfeedSettings:

@@ -105,5 +105,7 @@ class TieredCache:
         return await self.local.get_many(keys, through_shared)
 
     async def close(self) -> None:
+        """Cancel the loads in flight; close the Redis connection."""
+        await self.local.close()
         if self.shared is not None:
             await self.shared.close()

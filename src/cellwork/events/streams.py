@@ -14,13 +14,17 @@ DEAD_LETTER_PREFIX = "deadletter"
 
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
-    """A JetStream stream: name, subjects, how long ids dedupe and messages live."""
+    """A JetStream stream: name, subjects, how long ids dedupe and messages live.
+
+    ``max_bytes`` (-1: no limit) caps its size too: past it the oldest messages go.
+    """
 
     name: str
     subjects: tuple[str, ...]
     duplicate_window: float = 120.0
     max_age: float = 7 * 24 * 3600.0
     replicas: int = 1
+    max_bytes: int = -1
 
     def config(self) -> StreamConfig:
         return StreamConfig(
@@ -29,6 +33,7 @@ class StreamSpec:
             storage=StorageType.FILE,
             duplicate_window=self.duplicate_window,
             max_age=self.max_age,
+            max_bytes=self.max_bytes,
             num_replicas=self.replicas,
         )
 

@@ -9,6 +9,8 @@ gateway drops its copy on that message: a client told "ready" reads the new one.
 Reads served from the copy still ask for a refresh once per user per window, as a
 read that reaches the feed service does (``RequestRefresh``, coalesced there too).
 Cold-start feeds (version 0) are never kept: their reads go to the feed service.
+Kept versions are packed (``PackedFeed``, ~1.9 KB for 100 entries) and bounded by
+bytes (``CELLWORK_GATEWAY_FEED_CACHE_BYTES``) as well as by count.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from starlette.responses import Response
 
 from cellwork.observability import get_logger
 from learnfeed import contract
-from learnfeed.freshness import CurrentVersions, RefreshCoalescer, is_stale, parse_changed
+from learnfeed.freshness import (
+    CurrentVersions,
+    PackedFeed,
+    RefreshCoalescer,
+    is_stale,
+    parse_changed,
+)
 from learnfeed.gateway.cursors import decode_cursor, encode_cursor
 from learnfeed.gateway.items import Items
 from learnfeed.gateway.render import JSON, scored
@@ -53,12 +61,19 @@ class FeedReader:
     """Reads feeds through the feed service, keeping current versions when ``keep``."""
 
     def __init__(
-        self, feed: FeedClient, refresh_window: float, keep: bool, ttl: float = 30.0
+        self,
+        feed: FeedClient,
+        refresh_window: float,
+        keep: bool,
+        ttl: float = 30.0,
+        max_bytes: int = 128 * 2**20,
     ) -> None:
         self.feed = feed
         self.window = refresh_window
         self.keep = keep
-        self.versions: CurrentVersions[FeedSlice] = CurrentVersions(ttl=ttl)
+        self.versions: CurrentVersions[PackedFeed] = CurrentVersions(
+            ttl=ttl, max_bytes=max_bytes, size=PackedFeed.nbytes
+        )
         self.coalescer = RefreshCoalescer(refresh_window)
         self._asking: set[asyncio.Task[None]] = set()
 
@@ -81,7 +96,7 @@ class FeedReader:
                 kept.version,
                 kept.generated_at,
                 is_stale(kept.generated_at, now, self.window, cold=False),
-                kept.entries[offset : offset + limit],
+                kept.page(offset, limit),
                 kept.total,
             )
         whole = self.keep and offset + limit <= WHOLE
@@ -95,9 +110,9 @@ class FeedReader:
         entries = [(e.item_id, e.score) for e in reply.items]
         # Kept unless a newer version was announced while this read was in flight.
         if whole and reply.version > 0 and reply.total <= len(entries):
-            self.versions.keep(
-                user_id, FeedSlice(reply.version, reply.generated_at, False, entries, reply.total)
-            )
+            packed = PackedFeed.pack(reply.version, reply.generated_at, entries)
+            if packed is not None:
+                self.versions.keep(user_id, packed)
         if whole:
             entries = entries[offset : offset + limit]
         return FeedSlice(reply.version, reply.generated_at, reply.stale, entries, reply.total)

@@ -20,10 +20,14 @@ ENRICH_CHUNK = 10  # item ids per concurrent catalog call
 class Items:
     """Items by id, rendered; misses fetched from the catalog in concurrent chunks."""
 
-    def __init__(self, catalog: CatalogClient, ttl: float, redis_url: str = "") -> None:
+    def __init__(
+        self, catalog: CatalogClient, ttl: float, redis_url: str = "", max_bytes: int = 64 * 2**20
+    ) -> None:
         self.catalog = catalog
         shared = RedisTier.from_url(redis_url, "learnfeed:item", ttl) if redis_url else None
-        self._cache = TieredCache(LocalCache(maxsize=100_000, ttl=ttl), shared)
+        # Values are bytes: their size is exact (``shallow_size``).
+        local: LocalCache[str, bytes] = LocalCache(maxsize=100_000, ttl=ttl, max_bytes=max_bytes)
+        self._cache = TieredCache(local, shared)
 
     async def get(self, ids: list[str]) -> dict[str, bytes]:
         """Items by id, as rendered JSON; unknown ids are absent."""

@@ -43,13 +43,24 @@ class Readiness:
 def create_service(settings: ServiceSettings) -> Service:
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
-    service.add_streams(*contract.streams(cfg.refresh_window))
+    service.add_streams(
+        *contract.streams(
+            cfg.refresh_window, interactions_max_bytes=cfg.interactions_stream_max_bytes
+        )
+    )
     identity = service.client("identity", IdentityClient)
     catalog = service.client("catalog", CatalogClient)
     feed = service.client("feed", FeedClient)
 
-    items = Items(catalog, cfg.catalog_cache_ttl, cfg.redis_url)
-    reader = FeedReader(feed, cfg.refresh_window, keep=cfg.gateway_feed_cache)
+    items = Items(
+        catalog, cfg.catalog_cache_ttl, cfg.redis_url, max_bytes=cfg.gateway_items_cache_bytes
+    )
+    reader = FeedReader(
+        feed,
+        cfg.refresh_window,
+        keep=cfg.gateway_feed_cache,
+        max_bytes=cfg.gateway_feed_cache_bytes,
+    )
     pages = FeedPages(reader, items)
     access = Access(
         cfg.jwt(),

@@ -15,6 +15,7 @@ from cellwork import Service, ServiceSettings, Unauthenticated
 from cellwork.gateway import JwtCodec
 from learnfeed.identity import domain
 from learnfeed.identity.store import MIGRATIONS, IdentityStore, User
+from learnfeed.retention import Prune
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import identity_pb2 as pb
 from learnfeed.v1 import identity_pb2_grpc as rpc
@@ -135,5 +136,13 @@ def create_service(settings: ServiceSettings) -> Service:
     engine = service.add_database(cfg.database(service.name), MIGRATIONS)
     servicer = IdentityServicer(IdentityStore(engine), cfg.jwt(), cfg.refresh_token_ttl)
     service.add_grpc(rpc.add_IdentityServicer_to_server, servicer, PROTO_NAME)
+    service.background(
+        Prune(
+            "refresh_tokens",
+            servicer.store.prune_refresh_tokens,
+            keep=cfg.refresh_token_retention,
+            interval=cfg.retention_interval,
+        )
+    )
     service.on_stop(servicer.close)
     return service

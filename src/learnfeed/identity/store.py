@@ -33,7 +33,14 @@ MIGRATIONS = (
             " PRIMARY KEY (user_id, educator_id))",
         ),
     ),
+    Migration(
+        2,
+        "refresh tokens by expiry, for retention",
+        ("CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at)",),
+    ),
 )
+
+PRUNE_BATCH = 5000  # rows deleted per transaction by retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +176,29 @@ class IdentityStore:
         if reused:
             raise Unauthenticated("refresh token was already used; its session is revoked")
         return user_id
+
+    async def prune_refresh_tokens(self, before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete the tokens of families whose every token expired before ``before``.
+
+        A used token is what detects a replay (its whole family is revoked), so it
+        is kept as long as its family can still be refreshed: a family goes only
+        when its newest token has expired too. Returns the number of rows deleted.
+        """
+        deleted = 0
+        while True:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    text(
+                        "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT t.token_hash"
+                        " FROM refresh_tokens t WHERE t.expires_at < :b AND NOT EXISTS"
+                        " (SELECT 1 FROM refresh_tokens l WHERE l.family = t.family"
+                        " AND l.expires_at >= :b) LIMIT :n)"
+                    ),
+                    {"b": before, "n": batch},
+                )
+            deleted += result.rowcount
+            if result.rowcount < batch:
+                return deleted
 
     async def follow(self, user_id: str, educator_id: str) -> bool:
         """Record a follow; False when it existed. Raises NotFound for an unknown user."""

@@ -12,6 +12,7 @@ from learnfeed.recommender.events import InteractionRecorder, RefreshRanker
 from learnfeed.recommender.jobs import KeepIndex, PeriodicRecompute, WritePopularFeed
 from learnfeed.recommender.ranker import Ranker
 from learnfeed.recommender.store import MIGRATIONS, RecommenderStore
+from learnfeed.retention import Prune
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1.catalog_client import CatalogClient
 from learnfeed.v1.feed_client import FeedClient
@@ -24,7 +25,11 @@ def create_service(settings: ServiceSettings) -> Service:
     """Composition root: database, ranker, consumers and periodic jobs."""
     cfg = LearnfeedSettings.of(settings)
     service = Service(SERVICE_NAME, cfg)
-    service.add_streams(*contract.streams(cfg.refresh_window))
+    service.add_streams(
+        *contract.streams(
+            cfg.refresh_window, interactions_max_bytes=cfg.interactions_stream_max_bytes
+        )
+    )
     store = RecommenderStore(service.add_database(cfg.database(service.name), MIGRATIONS))
     catalog = service.client("catalog", CatalogClient)
     identity = service.client("identity", IdentityClient)
@@ -44,6 +49,14 @@ def create_service(settings: ServiceSettings) -> Service:
         stream=contract.INTERACTIONS_STREAM,
         durable="recommender-interactions",
         subject=f"{contract.INTERACTION_PREFIX}.*",
+    )
+    service.background(
+        Prune(
+            "interactions",
+            store.prune_interactions,
+            keep=cfg.interactions_retention,
+            interval=cfg.retention_interval,
+        )
     )
     service.background(KeepIndex(ranker))
     service.background(WritePopularFeed(ranker, feed))

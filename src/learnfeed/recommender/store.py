@@ -53,9 +53,15 @@ MIGRATIONS = (
         ),
         then=_move_own_users,
     ),
+    Migration(
+        3,
+        "interactions by age, for retention",
+        ("CREATE INDEX interactions_at ON interactions (at)",),
+    ),
 )
 
 MAX_INTERACTIONS = 2000  # per user, newest first: older ones have decayed away anyway
+PRUNE_BATCH = 5000  # rows deleted per transaction by retention
 
 
 class RecommenderStore:
@@ -98,6 +104,27 @@ class RecommenderStore:
                 {"u": user_id, "n": MAX_INTERACTIONS},
             )
             return [(r[0], r[1], r[2]) for r in rows]
+
+    async def prune_interactions(self, before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete interactions that happened before ``before``; the number deleted.
+
+        Their event ids are forgotten with them: a redelivery of one would count
+        again, so ``before`` must lie beyond every redelivery (see
+        ``contract.INTERACTION_REDELIVERY_HORIZON``). Popularity keeps what they added.
+        """
+        deleted = 0
+        while True:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    text(
+                        "DELETE FROM interactions WHERE event_id IN (SELECT event_id"
+                        " FROM interactions WHERE at < :b LIMIT :n)"
+                    ),
+                    {"b": before, "n": batch},
+                )
+            deleted += result.rowcount
+            if result.rowcount < batch:
+                return deleted
 
     async def popularity(self) -> dict[str, float]:
         async with self.engine.connect() as conn:

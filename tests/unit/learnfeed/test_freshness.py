@@ -1,12 +1,16 @@
 """Feed freshness, shared by feed and gateway: refresh coalescing, staleness, the
 newest announced versions and the copies a gateway may serve."""
 
+import gc
 import itertools
+import tracemalloc
 from dataclasses import dataclass
 
 from learnfeed.freshness import (
+    NEWEST_ENTRY_BYTES,
     CurrentVersions,
     NewestVersions,
+    PackedFeed,
     RefreshCoalescer,
     changed_payload,
     is_stale,
@@ -94,3 +98,64 @@ def test_current_versions_never_serve_or_keep_a_copy_older_than_announced() -> N
     assert versions.get("u") == Copy(2)
     versions.clear()
     assert versions.get("u") is None
+
+
+def test_a_packed_feed_gives_back_its_entries_page_by_page() -> None:
+    entries = [(f"i{n:05d}", 1.0 - n / 128) for n in range(100)]  # exact in float32
+    packed = PackedFeed.pack(3, 12.5, entries)
+    assert packed is not None
+    assert (packed.version, packed.generated_at, packed.total) == (3, 12.5, 100)
+    assert packed.entries() == entries
+    assert packed.page(0, 20) == entries[:20]
+    assert packed.page(90, 20) == entries[90:]
+    assert packed.page(100, 20) == packed.page(120, 5) == []
+    empty = PackedFeed.pack(1, 0.0, [])
+    assert empty is not None and empty.page(0, 20) == [] and empty.total == 0
+    assert PackedFeed.pack(1, 0.0, [("a\x1fb", 1.0)]) is None  # ambiguous: not kept
+
+
+def test_a_packed_version_costs_a_fraction_of_the_list_it_replaces() -> None:
+    ids = [f"i{n:05d}" for n in range(100)]  # the catalog's ids exist anyway
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        packed = [
+            PackedFeed.pack(v, 0.0, [(i, n / 100) for n, i in enumerate(ids)]) for v in range(1000)
+        ]
+        gc.collect()
+        cost = (tracemalloc.get_traced_memory()[0] - before) / 1000
+    finally:
+        tracemalloc.stop()
+    assert packed[0] is not None
+    # The estimate the budgets rely on holds (10% for the list holding them here).
+    assert cost <= packed[0].nbytes() * 1.1, cost
+    assert cost < 2500  # a list of (id, score) tuples held ~14.5 KB
+
+
+def test_feed_versions_kept_past_the_budget_hold_no_more_memory_than_the_budget() -> None:
+    budget = 4 * 2**20
+    versions: CurrentVersions[PackedFeed] = CurrentVersions(
+        ttl=60, maxsize=100_000, max_bytes=budget, size=PackedFeed.nbytes
+    )
+    users = [f"user-{n:08d}" for n in range(6000)]
+    catalog = [f"i{n:05d}" for n in range(5000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n, user in enumerate(users):
+            entries = [(catalog[(n * 7 + k) % 5000], 1.0 - k / 100) for k in range(100)]
+            packed = PackedFeed.pack(1, float(n), entries)
+            assert packed is not None
+            versions.announce(user, 1)
+            versions.keep(user, packed)
+        del entries, packed
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(versions) < len(users)  # the budget, not the count, bounded it
+    # The kept versions stay within the budget; the newest numbers of every user seen
+    # are remembered beside them (NEWEST_ENTRY_BYTES each), plus 10% for the tables.
+    assert grown <= (budget + len(users) * NEWEST_ENTRY_BYTES) * 1.1, grown

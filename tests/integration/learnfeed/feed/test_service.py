@@ -2,6 +2,8 @@
 sibling serves; what one stores is announced from its outbox, once per refresh, even
 when the instance died right after the commit."""
 
+import grpc
+import pytest
 from grpc import aio
 
 from cellwork.data import migrate, open_engine
@@ -53,6 +55,19 @@ async def test_a_version_stored_by_one_feed_instance_is_read_by_its_sibling(
             return bool(reply.version == 2)
 
         await wait_until(first_serves_version_2, "the first instance to serve version 2")
+
+        # Kept packed, served page by page, scores as stored (protobuf floats).
+        ranked = [feed_pb2.FeedItem(item_id=f"i{n:02d}", score=1.0 - n / 64) for n in range(30)]
+        await one.PutFeed(feed_pb2.PutFeedRequest(user_id="p", items=ranked))
+        page = await one.GetFeed(feed_pb2.GetFeedRequest(user_id="p", offset=20, limit=20))
+        assert page.total == 30
+        assert [(i.item_id, i.score) for i in page.items] == [
+            (i.item_id, i.score) for i in ranked[20:]
+        ]
+        bad = feed_pb2.PutFeedRequest(user_id="p", items=[feed_pb2.FeedItem(item_id="a\x1fb")])
+        with pytest.raises(aio.AioRpcError) as refused:
+            await one.PutFeed(bad)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         await ch1.close()
         await ch2.close()
     finally:

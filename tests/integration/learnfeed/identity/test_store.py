@@ -56,3 +56,30 @@ async def test_two_concurrent_uses_of_one_refresh_token_cannot_both_win(
     )
     assert sum(1 for r in results if r == "u1") <= 1
     assert all(r == "u1" or isinstance(r, Unauthenticated) for r in results)
+
+
+async def test_retention_deletes_a_token_family_only_once_all_its_tokens_expired(
+    engine: AsyncEngine,
+) -> None:
+    store = IdentityStore(engine)
+    await store.migrate()
+    await store.create_user(User("u1", "a@example.org", "Ann", "hash", time.time()))
+    now = time.time()
+    # A live family: its first token was used long ago and has expired, its newest lives.
+    await store.add_refresh_token("live-old", "u1", "live", now - 3600)
+    await store.add_refresh_token("live-new", "u1", "live", now + 3600)
+    # A family whose every token expired before the cut-off, more rows than one batch.
+    for n in range(7):
+        await store.add_refresh_token(f"dead{n}", "u1", "dead", now - 7200 - n)
+    # Expired after the cut-off: kept a while longer.
+    await store.add_refresh_token("recent", "u1", "recent", now - 60)
+    assert await store.prune_refresh_tokens(before=now - 600, batch=3) == 7
+    assert await store.prune_refresh_tokens(before=now - 600) == 0
+    # The live family's used token still detects a replay: its family is revoked.
+    await store.rotate_refresh_token("live-new", "live-next", now + 3600)
+    with pytest.raises(Unauthenticated, match="already used"):
+        await store.rotate_refresh_token("live-new", "x", now + 3600)
+    with pytest.raises(Unauthenticated, match="unknown"):
+        await store.rotate_refresh_token("dead0", "y", now + 3600)
+    with pytest.raises(Unauthenticated, match="expired"):
+        await store.rotate_refresh_token("recent", "z", now + 3600)

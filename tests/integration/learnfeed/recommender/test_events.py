@@ -20,7 +20,7 @@ async def test_the_periodic_pass_asks_once_per_user_in_batches(tmp_path, nats_se
     nc = await connect_nats(nats_server.url, name="test-pass")
     try:
         js = nc.jetstream()
-        await ensure_streams(js, contract.streams(10.0))
+        await ensure_streams(js, contract.streams(10.0, interactions_max_bytes=-1))
         publisher = Publisher(js)
         # two instances running the same pass at once: the dedupe ids make it one
         done = await asyncio.gather(
