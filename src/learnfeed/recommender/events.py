@@ -4,6 +4,11 @@
 Every instance fetches from the same durable consumers, so the instances form one
 consumer group: each refresh request is ranked by one of them. A refresh is acked
 only after the new version is stored and ``feed.ready`` is acknowledged by the stream.
+
+Both consumers are safe to run twice on one event (a redelivery, a replayed dead
+letter): an interaction is recorded once per event id; a refresh ranks again and
+stores the result as the user's newest version. An event that cannot decode or
+names no user is poison: dead-lettered at once, never retried.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import time
 
 from cellwork import NotFound
-from cellwork.events import Delivery, Publisher
+from cellwork.events import Delivery, Poison, Publisher
 from cellwork.observability import get_logger
 from learnfeed import contract
 from learnfeed.recommender.domain import KIND_WEIGHT
@@ -46,6 +51,8 @@ class RefreshRanker:
 
     async def __call__(self, delivery: Delivery) -> None:
         event = events_pb2.FeedRefreshRequested.FromString(delivery.data)
+        if not event.user_id:
+            raise Poison("a refresh request without user_id")
         await asyncio.wait_for(self.ranker.ready.wait(), timeout=INDEX_WAIT)
         try:
             follows = await self.identity.list_follows(
@@ -85,6 +92,10 @@ class InteractionRecorder:
 
     async def __call__(self, delivery: Delivery) -> None:
         event = events_pb2.Interaction.FromString(delivery.data)
+        if not (event.user_id and event.item_id):
+            raise Poison("an interaction without user_id or item_id")
+        if event.kind not in KIND_WEIGHT:
+            raise Poison(f"an interaction of unknown kind {event.kind!r}")
         event_id = delivery.msg_id or f"{event.user_id}:{event.item_id}:{event.kind}:{event.at}"
         await self.store.record_interaction(
             event_id,
@@ -92,7 +103,7 @@ class InteractionRecorder:
             event.item_id,
             event.kind,
             event.at,
-            KIND_WEIGHT.get(event.kind, 0.0),
+            KIND_WEIGHT[event.kind],
         )
 
 
