@@ -167,14 +167,20 @@ class Consumer:
     async def close(self) -> None:
         """Stop at once; the messages in hand are handed back for redelivery."""
         self._stopping.set()
-        for task in [*self._in_flight, *([self._task] if self._task else [])]:
+        # Fetching stops first: a message handed back below must not come to this
+        # instance's inbox again, where nobody reads it until ack_wait runs out.
+        if self._task is not None:
+            task, self._task = self._task, None
             task.cancel()
-        for task in [*self._in_flight, *([self._task] if self._task else [])]:
             with contextlib.suppress(BaseException):
                 await task
-        self._task = None
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
+        for handling in list(self._in_flight):
+            handling.cancel()
+        for handling in list(self._in_flight):
+            with contextlib.suppress(BaseException):
+                await handling
 
     # -- fetching -----------------------------------------------------------------
 

@@ -57,7 +57,7 @@ def classify(error: BaseException) -> FailureKind:
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, Poison | _POISON_TYPES):
+        if isinstance(current, (Poison, *_POISON_TYPES)):
             return "poison"
         seen.add(id(current))
         current = current.__cause__
