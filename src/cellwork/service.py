@@ -132,8 +132,10 @@ class Service:
     ) -> None:
         """Run ``handler`` for each event of a durable consumer (a group across instances).
 
-        The handler's return acks the message; raising redelivers it, up to
-        ``max_deliver`` times, then dead-letters it. Options go to ``Consumer``.
+        The handler's return acks the message. Raising ``Poison`` (or failing to decode
+        or validate it) dead-letters it at once; any other error redelivers it with
+        back-off until it is ``retry_max_age`` old (``CELLWORK_EVENT_RETRY_MAX_AGE``
+        unless given), then dead-letters it. Options go to ``Consumer``.
         """
         spec = {"stream": stream, "durable": durable, "subject": subject, **options}
         self._consumer_specs.append((handler, spec))
@@ -314,7 +316,8 @@ class Service:
         for job in self._jobs:
             self._job_tasks.append(asyncio.create_task(self._run_job(job)))
         for handler, spec in self._consumer_specs:
-            consumer = Consumer(js, handler=handler, **spec)
+            given = {"retry_max_age": s.event_retry_max_age, **spec}
+            consumer = Consumer(js, handler=handler, **given)
             await consumer.start()
             self._consumers.append(consumer)
         for app, http_port, options in self._http_specs:

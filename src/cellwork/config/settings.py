@@ -67,6 +67,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = "info"
     access_log: bool = Field(False, description="log every RPC, not only failures and slow ones")
     slow_call_seconds: float = 1.0
+    event_retry_max_age: float = Field(
+        300.0,
+        gt=0,
+        description="seconds an event failing transiently is retried before it is dead-lettered",
+    )
 
 
 def _only_init(

@@ -1,11 +1,15 @@
-"""events: durable streams, publishing with dedupe ids, consumer groups, dead letters,
-core-NATS fan-out for what must reach every instance now, and the transactional outbox."""
+"""events: durable streams, publishing with dedupe ids, consumer groups that tell poison
+from a blip, dead letters to list, replay or drop, core-NATS fan-out for what must
+reach every instance now, and the transactional outbox."""
 
 from typing import TYPE_CHECKING, Any
 
 from cellwork.events.connection import connect_nats
 from cellwork.events.consumer import Consumer, Delivery, Handler
+from cellwork.events.deadletters import DeadLetter
+from cellwork.events.failures import Poison
 from cellwork.events.fanout import Fanout, MessageHandler, Subscription
+from cellwork.events.lag import ConsumerLag
 from cellwork.events.publisher import Publisher
 from cellwork.events.streams import DEAD_LETTER_STREAM, StreamSpec, ensure_streams
 
@@ -37,11 +41,14 @@ __all__ = [
     "OUTBOX_OWNER",
     "Backlog",
     "Consumer",
+    "ConsumerLag",
+    "DeadLetter",
     "Delivery",
     "Fanout",
     "Handler",
     "MessageHandler",
     "Outbox",
+    "Poison",
     "Publisher",
     "StreamSpec",
     "Subscription",

@@ -9,12 +9,16 @@ for an instance that starts while NATS is down.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NatsClient
+from nats.js.client import JetStreamContext
 
+from cellwork.errors import Unavailable
 from cellwork.observability.logging import get_logger
 from cellwork.resilience.backoff import backoff
 
@@ -85,3 +89,32 @@ async def wait_for_nats(
                 error=str(exc) or type(exc).__name__,
             )
             await asyncio.sleep(delay)
+
+
+@contextlib.asynccontextmanager
+async def jetstream_session(url: str, name: str) -> AsyncIterator[JetStreamContext]:
+    """A short-lived JetStream context for a command (no reconnecting): raises Unavailable
+    when NATS cannot be reached, or stops answering, meanwhile."""
+
+    async def quiet(error: Exception) -> None:  # the error raised below says it once
+        pass
+
+    try:
+        # nats-py reads max_reconnect_attempts=0 as "forever": 1 is one retry.
+        nc = await nats.connect(
+            url,
+            name=name,
+            connect_timeout=2,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
+            allow_reconnect=False,
+            error_cb=quiet,
+        )
+    except Exception as exc:
+        raise Unavailable(f"NATS is not reachable at {url}") from exc
+    try:
+        yield nc.jetstream(timeout=5.0)
+    except nats.errors.Error as exc:
+        raise Unavailable(f"NATS at {url} did not answer: {exc!r}") from exc
+    finally:
+        await nc.close()

@@ -7,10 +7,11 @@ method and status code names, never a user or request id.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 
 from cellwork.observability.requests import InFlight, RequestMetrics
@@ -30,6 +31,10 @@ OUTBOX_PENDING = "cellwork_outbox_pending"
 OUTBOX_OLDEST = "cellwork_outbox_oldest_seconds"
 REGISTRY_HELD_ENDPOINTS = "cellwork_registry_held_endpoints"
 DEPENDENCY_UP = "cellwork_dependency_up"
+EVENTS_HANDLED = "cellwork_events_handled_total"
+EVENTS_FAILED = "cellwork_events_failed_total"
+EVENTS_DEAD_LETTERED = "cellwork_events_dead_lettered_total"
+EVENTS_HANDLER_DURATION = "cellwork_events_handler_duration_seconds"
 
 # Each side of RPC's names, by side: what RpcMetrics looks up. The client side has no
 # in-flight gauge (an empty name registers none): the client counts calls in flight per
@@ -200,6 +205,52 @@ def outbox_metrics() -> tuple[Gauge, Gauge]:
                 ),
             )
         return _outbox_metrics
+
+
+# An event handler calls other services and may wait for them: up to its 30 s timeout.
+HANDLER_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class EventMetrics:
+    """What durable consumers record, labelled by stream and durable (and why)."""
+
+    handled: Counter  # stream, durable
+    failed: Counter  # stream, durable, kind (poison | transient)
+    dead_lettered: Counter  # stream, durable, reason (poison | transient_exhausted)
+    duration: Histogram  # stream, durable
+
+
+_event_metrics: EventMetrics | None = None
+
+
+def event_metrics() -> EventMetrics:
+    """Return the process-wide consumer metrics (created on first use)."""
+    global _event_metrics
+    with _lock:
+        if _event_metrics is None:
+            _event_metrics = EventMetrics(
+                handled=Counter(
+                    EVENTS_HANDLED, "Events a handler finished and acked.", ["stream", "durable"]
+                ),
+                failed=Counter(
+                    EVENTS_FAILED,
+                    "Event deliveries whose handler failed, by kind of failure.",
+                    ["stream", "durable", "kind"],
+                ),
+                dead_lettered=Counter(
+                    EVENTS_DEAD_LETTERED,
+                    "Events moved to the dead-letter stream, by reason.",
+                    ["stream", "durable", "reason"],
+                ),
+                duration=Histogram(
+                    EVENTS_HANDLER_DURATION,
+                    "Time an event handler ran, whatever its outcome.",
+                    ["stream", "durable"],
+                    buckets=HANDLER_BUCKETS,
+                ),
+            )
+        return _event_metrics
 
 
 def start_metrics_server(host: str, port: int) -> WSGIServer:

@@ -10,7 +10,7 @@ from typing import Any
 
 from cellwork import InvalidArgument, ResourceExhausted, Service, ServiceSettings, current_call
 from cellwork.cache import LocalCache
-from cellwork.events import Delivery, Publisher
+from cellwork.events import Delivery, Poison, Publisher
 from cellwork.observability import get_logger
 from learnfeed import contract
 from learnfeed.feed.domain import BurstCounter
@@ -209,7 +209,11 @@ class FeedServicer(rpc.FeedServicer):
 
 
 class InteractionBursts:
-    """Consumer of interactions: a burst of one user's interactions asks for a refresh."""
+    """Consumer of interactions: a burst of one user's interactions asks for a refresh.
+
+    A redelivered interaction counts again: at worst a burst completes one interaction
+    early, and the refresh it asks for is coalesced with the user's others.
+    """
 
     def __init__(self, bursts: BurstCounter, feeds: FeedServicer) -> None:
         self.bursts = bursts
@@ -217,6 +221,8 @@ class InteractionBursts:
 
     async def __call__(self, delivery: Delivery) -> None:
         event = events_pb2.Interaction.FromString(delivery.data)
+        if not event.user_id:
+            raise Poison("an interaction without user_id")
         if self.bursts.add(event.user_id):
             self.feeds.request_refresh(event.user_id, "interactions")
 

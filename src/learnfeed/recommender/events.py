@@ -7,6 +7,11 @@ only after feed stored the new version; feed announces it (``feed.ready``) from 
 outbox, in the transaction that stores it. A refresh delivered again (its ack was
 lost, the worker died after PutFeed) stores nothing new: PutFeed carries the refresh
 event's id and feed applies each id once.
+
+Both consumers are safe to run twice on one event (a redelivery, a replayed dead
+letter): an interaction is recorded once per event id; a refresh applied once per
+refresh id. An event that cannot decode or names no user is poison: dead-lettered at
+once, never retried.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import hashlib
 import time
 
 from cellwork import NotFound
-from cellwork.events import Delivery, Publisher
+from cellwork.events import Delivery, Poison, Publisher
 from cellwork.observability import get_logger
 from learnfeed import contract
 from learnfeed.recommender.domain import KIND_WEIGHT
@@ -49,6 +54,8 @@ class RefreshRanker:
 
     async def __call__(self, delivery: Delivery) -> None:
         event = events_pb2.FeedRefreshRequested.FromString(delivery.data)
+        if not event.user_id:
+            raise Poison("a refresh request without user_id")
         await asyncio.wait_for(self.ranker.ready.wait(), timeout=INDEX_WAIT)
         try:
             follows = await self.identity.list_follows(
@@ -87,6 +94,10 @@ class InteractionRecorder:
 
     async def __call__(self, delivery: Delivery) -> None:
         event = events_pb2.Interaction.FromString(delivery.data)
+        if not (event.user_id and event.item_id):
+            raise Poison("an interaction without user_id or item_id")
+        if event.kind not in KIND_WEIGHT:
+            raise Poison(f"an interaction of unknown kind {event.kind!r}")
         event_id = delivery.msg_id or f"{event.user_id}:{event.item_id}:{event.kind}:{event.at}"
         await self.store.record_interaction(
             event_id,
@@ -94,7 +105,7 @@ class InteractionRecorder:
             event.item_id,
             event.kind,
             event.at,
-            KIND_WEIGHT.get(event.kind, 0.0),
+            KIND_WEIGHT[event.kind],
         )
 
 

@@ -42,7 +42,6 @@ def create_service(settings: ServiceSettings) -> Service:
         durable="recommender",
         subject=contract.REFRESH_REQUESTED,
         concurrency=8,
-        ack_wait=30.0,
     )
     service.add_consumer(
         InteractionRecorder(store),

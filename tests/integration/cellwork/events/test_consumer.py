@@ -1,9 +1,25 @@
-"""Durable consumers on a real nats-server: consumer groups, redelivery, dead letters."""
+"""Durable consumers on a real nats-server: consumer groups, retries that outlast a
+dependency's outage, poison dead-lettered at once, in-progress heartbeats, timeouts,
+and a durable re-created after NATS comes back without its store."""
 
 import asyncio
+import shutil
 
-from cellwork.events import DEAD_LETTER_STREAM, Consumer, Delivery, Publisher
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js.client import JetStreamContext
+from prometheus_client import REGISTRY
+
+from cellwork import Unavailable
+from cellwork.events import DEAD_LETTER_STREAM, Consumer, Delivery, Poison, Publisher
+from cellwork.events.connection import connect_nats
+from cellwork.events.deadletters import list_dead_letters
+from cellwork.events.streams import DEAD_LETTERS
+from cellwork.testing import NatsServer
+from tests.integration.cellwork.events.conftest import ORDERS
 from tests.waiting import BOUND, wait_until
+
+# Back-off of a few milliseconds: a test sees many deliveries in well under a second.
+FAST = {"retry_base": 0.005, "retry_cap": 0.02}
 
 
 async def test_instances_on_one_durable_share_the_work_each_message_once(js) -> None:
@@ -54,25 +70,188 @@ async def test_instances_on_one_durable_share_the_work_each_message_once(js) -> 
     assert seen["a"] and seen["b"]
 
 
-async def test_a_failing_handler_is_retried_then_dead_lettered(js) -> None:
+async def test_the_durable_never_gives_up_on_a_message_by_itself(js) -> None:
+    async def ok(d: Delivery) -> None:
+        pass
+
+    consumer = Consumer(js, stream="ORDERS", durable="forever", subject="orders.*", handler=ok)
+    await consumer.start()
+    await consumer.close()
+    info = await js.consumer_info("ORDERS", "forever")
+    assert info.config.max_deliver == -1
+
+
+async def test_a_dependency_down_for_longer_than_five_deliveries_is_waited_out(js) -> None:
     attempts: list[int] = []
 
-    async def poison(d: Delivery) -> None:
+    async def call_dependency(d: Delivery) -> None:
         attempts.append(d.attempt)
-        raise ValueError("cannot handle")
+        if len(attempts) <= 8:  # the old limit dead-lettered at the fifth
+            raise Unavailable("identity: no endpoints")
 
     consumer = Consumer(
-        js, stream="ORDERS", durable="strict", subject="orders.*", handler=poison, max_deliver=3
+        js, stream="ORDERS", durable="patient", subject="orders.*", handler=call_dependency, **FAST
     )
     await consumer.start()
-    await Publisher(js).publish("orders.bad", b"poison", msg_id="bad-1")
+    await Publisher(js).publish("orders.new", b"x", msg_id="blip-1")
+    await wait_until(lambda: consumer.handled == 1, "the message handled once the dependency is up")
+    await consumer.drain(BOUND)
+    assert attempts == list(range(1, 10))
+    assert consumer.dead_lettered == 0 and consumer.retried == 8
+    assert await list_dead_letters(js) == []
+    failed = REGISTRY.get_sample_value(
+        "cellwork_events_failed_total",
+        {"stream": "ORDERS", "durable": "patient", "kind": "transient"},
+    )
+    assert failed == 8
+
+
+async def test_a_malformed_payload_is_dead_lettered_at_its_first_delivery(js) -> None:
+    attempts: list[int] = []
+
+    async def decode(d: Delivery) -> None:
+        attempts.append(d.attempt)
+        Timestamp.FromString(d.data)
+
+    consumer = Consumer(
+        js, stream="ORDERS", durable="decoder", subject="orders.*", handler=decode, **FAST
+    )
+    await consumer.start()
+    await Publisher(js).publish("orders.bad", b"\xff\xff\xff", msg_id="bad-1")
     await wait_until(lambda: consumer.dead_lettered == 1, "the message to be dead-lettered")
     await consumer.drain(BOUND)
-    assert attempts == [1, 2, 3]
-    dead = await js.get_last_msg(DEAD_LETTER_STREAM, "deadletter.ORDERS.strict")
-    assert dead.data == b"poison"
-    assert dead.headers["Cellwork-Subject"] == "orders.bad"
-    assert "cannot handle" in dead.headers["Cellwork-Error"]
+    assert attempts == [1]
+    [letter] = await list_dead_letters(js)
+    assert letter.data == b"\xff\xff\xff"
+    assert (letter.subject, letter.stream, letter.durable) == ("orders.bad", "ORDERS", "decoder")
+    assert letter.reason == "poison" and letter.deliveries == 1
+    assert "DecodeError" in letter.error
+    assert letter.original_msg_id == "bad-1" and letter.first_seen > 0
+    dead = await js.get_last_msg(DEAD_LETTER_STREAM, "deadletter.ORDERS.decoder")
+    assert dead.headers["Cellwork-Sequence"] == "1"
+    assert dead.headers["Nats-Msg-Id"] == "decoder:ORDERS:1"
+
+
+async def test_a_handler_that_raises_poison_is_dead_lettered_at_once(js) -> None:
+    async def refuse(d: Delivery) -> None:
+        raise Poison("no user_id")
+
+    consumer = Consumer(js, stream="ORDERS", durable="refuser", subject="orders.*", handler=refuse)
+    await consumer.start()
+    await Publisher(js).publish("orders.new", b"{}", msg_id="p-1")
+    await wait_until(lambda: consumer.dead_lettered == 1, "the message to be dead-lettered")
+    await consumer.drain(BOUND)
+    [letter] = await list_dead_letters(js)
+    assert letter.reason == "poison" and "no user_id" in letter.error
+
+
+async def test_transient_failures_past_the_max_age_are_dead_lettered_as_exhausted(js) -> None:
+    attempts: list[int] = []
+
+    async def always_down(d: Delivery) -> None:
+        attempts.append(d.attempt)
+        raise Unavailable("catalog: deadline exceeded")
+
+    consumer = Consumer(
+        js,
+        stream="ORDERS",
+        durable="exhausted",
+        subject="orders.*",
+        handler=always_down,
+        retry_max_age=0.5,
+        **FAST,
+    )
+    await consumer.start()
+    await Publisher(js).publish("orders.new", b"x", msg_id="old-1")
+    await wait_until(lambda: consumer.dead_lettered == 1, "the message to be dead-lettered")
+    await consumer.drain(BOUND)
+    [letter] = await list_dead_letters(js)
+    assert letter.reason == "transient_exhausted"
+    assert "deadline exceeded" in letter.error
+    assert letter.deliveries == len(attempts) >= 10
+    assert letter.dead_lettered_at - letter.first_seen >= 0.5
+
+
+async def test_a_dead_letter_the_stream_refuses_is_kept_and_dead_lettered_later(js) -> None:
+    await js.delete_stream(DEAD_LETTER_STREAM)
+    attempts: list[int] = []
+
+    async def refuse(d: Delivery) -> None:
+        attempts.append(d.attempt)
+        raise Poison("bad")
+
+    consumer = Consumer(
+        js, stream="ORDERS", durable="kept", subject="orders.*", handler=refuse, **FAST
+    )
+    await consumer.start()
+    await Publisher(js).publish("orders.new", b"x", msg_id="k-1")
+    await wait_until(lambda: len(attempts) >= 2, "the message delivered again")
+    assert consumer.dead_lettered == 0
+    await js.add_stream(DEAD_LETTERS.config())
+    await wait_until(lambda: consumer.dead_lettered == 1, "the message to be dead-lettered")
+    await consumer.drain(BOUND)
+    [letter] = await list_dead_letters(js)
+    assert letter.deliveries >= 2
+
+
+async def test_a_handler_longer_than_ack_wait_is_not_redelivered_meanwhile(js) -> None:
+    loop = asyncio.get_running_loop()
+    runs: list[str] = []
+
+    def slow(name: str):
+        async def handle(d: Delivery) -> None:
+            runs.append(name)
+            # The time passing is what is tested: three ack waits, with no ack.
+            until = loop.time() + 3.0
+            await wait_until(lambda: loop.time() >= until, "three ack waits to pass")
+
+        return handle
+
+    consumers = [
+        Consumer(
+            js,
+            stream="ORDERS",
+            durable="heartbeat",
+            subject="orders.*",
+            handler=slow(name),
+            ack_wait=1.0,
+        )
+        for name in ("a", "b")
+    ]
+    for c in consumers:
+        await c.start()
+    await Publisher(js).publish("orders.new", b"x", msg_id="long-1")
+    await wait_until(lambda: sum(c.handled for c in consumers) == 1, "the long run to finish")
+    for c in consumers:
+        await c.drain(BOUND)
+    info = await js.consumer_info("ORDERS", "heartbeat")
+    assert len(runs) == 1
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0
+
+
+async def test_a_handler_past_its_timeout_is_retried(js) -> None:
+    attempts: list[int] = []
+    never = asyncio.Event()
+
+    async def hangs_once(d: Delivery) -> None:
+        attempts.append(d.attempt)
+        if d.attempt == 1:
+            await never.wait()
+
+    consumer = Consumer(
+        js,
+        stream="ORDERS",
+        durable="timed",
+        subject="orders.*",
+        handler=hangs_once,
+        handler_timeout=0.3,
+        **FAST,
+    )
+    await consumer.start()
+    await Publisher(js).publish("orders.new", b"x", msg_id="t-1")
+    await wait_until(lambda: consumer.handled == 1, "the second delivery to succeed")
+    await consumer.drain(BOUND)
+    assert attempts == [1, 2] and consumer.dead_lettered == 0
 
 
 async def test_a_message_whose_work_did_not_finish_is_delivered_again(js) -> None:
@@ -91,7 +270,7 @@ async def test_a_message_whose_work_did_not_finish_is_delivered_again(js) -> Non
     await first.start()
     await Publisher(js).publish("orders.new", b"x", msg_id="slow-1")
     await asyncio.wait_for(started.wait(), BOUND)
-    await first.close()  # killed mid-work: nothing was acked
+    await first.close()  # stopped mid-work: nothing was acked
     release.set()
 
     async def record(d: Delivery) -> None:
@@ -104,3 +283,47 @@ async def test_a_message_whose_work_did_not_finish_is_delivered_again(js) -> Non
     await wait_until(lambda: done, "the message to be delivered again")
     await second.drain(BOUND)
     assert done == [2]
+
+
+async def _ensure_orders(js: JetStreamContext) -> bool:
+    """What a service does on reconnect: the streams again (False until JetStream answers)."""
+    try:
+        await js.add_stream(DEAD_LETTERS.config())
+        await js.add_stream(ORDERS.config())
+    except Exception:
+        return False
+    return True
+
+
+async def test_the_consumer_resumes_after_nats_restarts_with_an_empty_store(
+    nats_server: NatsServer,
+) -> None:
+    nc = await connect_nats(nats_server.url, name="test-restart")
+    js = nc.jetstream()
+    await wait_until(lambda: _ensure_orders(js), "the streams")
+    seen: list[bytes] = []
+
+    async def record(d: Delivery) -> None:
+        seen.append(d.data)
+
+    consumer = Consumer(js, stream="ORDERS", durable="survivor", subject="orders.*", handler=record)
+    await consumer.start()
+    try:
+        publisher = Publisher(js)
+        await publisher.publish("orders.new", b"before", msg_id="r-1")
+        await wait_until(lambda: seen == [b"before"], "the first message")
+
+        nats_server.stop()
+        shutil.rmtree(nats_server.store_dir / "jetstream")
+        nats_server.start()  # the same port: the client reconnects by itself
+        await wait_until(lambda: nc.is_connected, "the client to reconnect")
+        await wait_until(lambda: _ensure_orders(js), "the streams again")
+
+        await wait_until(lambda: consumer.recreated == 1, "the durable re-created")
+        await publisher.publish("orders.new", b"after", msg_id="r-2")
+        await wait_until(lambda: seen == [b"before", b"after"], "the message after the restart")
+        info = await js.consumer_info("ORDERS", "survivor")
+        assert info.config.max_deliver == -1
+    finally:
+        await consumer.drain(BOUND)
+        await nc.close()
