@@ -49,7 +49,7 @@ async def test_a_malformed_interaction_is_dead_lettered_at_once_and_a_repeat_cou
     consumer = None
     try:
         js = nc.jetstream()
-        await ensure_streams(js, contract.streams(10.0))
+        await ensure_streams(js, contract.streams(10.0, interactions_max_bytes=1 << 20))
         consumer = Consumer(
             js,
             stream=contract.INTERACTIONS_STREAM,
