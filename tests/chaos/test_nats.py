@@ -150,7 +150,8 @@ async def test_an_external_nats_stopped_and_started_empty(tmp_path: Path) -> Non
                 client_lag_p99_ms=ms(run.lag_p99),
             )
             assert run.dropped == 0
-            assert run.failed("feed", (200,)) == []
+            failed = run.failed("feed", (200,))
+            assert failed == [], sorted({(r.status, r.detail) for r in failed})
             assert after == before
         finally:
             assert cell.process.stop() == 0, cell.process.log_tail()

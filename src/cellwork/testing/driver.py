@@ -32,6 +32,7 @@ class Answer:
     status: int = 0
     error: str = ""
     key: str = ""  # the request's own id, e.g. an interaction's idempotency key
+    detail: str = ""  # what a failed answer said (its error code), for the failure report
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Record:
     status: int
     error: str
     key: str
+    detail: str = ""
 
     def ok(self, expected: Iterable[int]) -> bool:
         return not self.error and self.status in tuple(expected)
@@ -195,6 +197,7 @@ class OpenLoopDriver:
                     answer.status,
                     answer.error,
                     answer.key,
+                    answer.detail,
                 )
             )
         finally:
