@@ -19,8 +19,14 @@ When any fails, the watcher is unhealthy (``registry.unreachable``, the gauge
 as the connection is up it makes a new watch (re-creating a missing bucket),
 whose replay of the current records is merged into what it holds: records
 refresh their entries, entries without one stay. It is then healthy again
-(``registry.recovered``), but expires entries by age only a fresh TTL later, so
-that instances had time to register again.
+(``registry.recovered``).
+
+An entry expires by age only when the probes vouched for the registry through
+the whole TTL in which its beats were missing: the last probe is recent, and no
+gap or failure broke the run of good probes since ``now - ttl``. A server that
+shuts down slowly (its connections open, its requests hanging) stalls the probe
+rather than failing it; a stalled probe vouches for nothing, so nothing expires
+meanwhile, and after it instances get a fresh TTL to beat again.
 """
 
 from __future__ import annotations
@@ -80,7 +86,11 @@ class RegistryWatcher:
         self._watch_epoch = -1  # the connection's reconnect count when the watch was made
         self._watch_bucket: datetime | None = None  # creation time of the bucket watched
         self._healthy = False
-        self._expire_from = 0.0  # monotonic time from which entries expire by age
+        # Monotonic times: of the last probe that found the registry healthy, and of the
+        # start of the unbroken run of such probes (entries expire by age only inside it).
+        self._confirmed = 0.0
+        self._healthy_since = float("-inf")
+        self._confirm_window = 2 * self._probe_interval + 0.5
         self._ready = asyncio.Event()
         self._changed = asyncio.Condition()
         self._held = registry_held_endpoints().labels(self._label)
@@ -108,6 +118,7 @@ class RegistryWatcher:
         """Load the current set and start following changes (and probing the registry)."""
         await self._rewatch()
         self._healthy = True
+        self._confirmed = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._sweep(), name=f"registry-sweep:{self._pattern}"),
             asyncio.create_task(self._probe(), name=f"registry-probe:{self._pattern}"),
@@ -188,6 +199,10 @@ class RegistryWatcher:
             await asyncio.sleep(self._probe_interval)
             problem = await self._problem()
             if problem is None:
+                now = time.monotonic()
+                if now - self._confirmed > self._confirm_window:  # a stalled probe: a gap
+                    self._healthy_since = now
+                self._confirmed = now
                 continue
             if self._healthy:
                 self._healthy = False
@@ -206,7 +221,7 @@ class RegistryWatcher:
                 _log.debug("registry.rewatch_failed", watch=self._label, error=str(exc))
                 continue
             self._healthy = True
-            self._expire_from = time.monotonic() + self._ttl
+            self._confirmed = self._healthy_since = time.monotonic()
             self._held.set(0)
             _log.info("registry.recovered", watch=self._label, held=len(self._entries))
 
@@ -218,8 +233,8 @@ class RegistryWatcher:
             return "reconnected"
         if self._follow_task is None or self._follow_task.done():
             return "watch ended"
-        try:
-            bucket = await self._registry.identity()
+        try:  # bounded: a server shutting down can leave the request hanging
+            bucket = await asyncio.wait_for(self._registry.identity(), self._confirm_window)
         except Exception as exc:
             return f"bucket unavailable: {type(exc).__name__}"
         if bucket != self._watch_bucket:
@@ -230,9 +245,13 @@ class RegistryWatcher:
         while True:
             await asyncio.sleep(self._sweep_interval)
             now = time.monotonic()
-            if not self._healthy or now < self._expire_from:
-                continue  # hold what we have: silence is not death while we cannot hear
             horizon = now - self._ttl
+            if (
+                not self._healthy
+                or now - self._confirmed > self._confirm_window
+                or self._healthy_since > horizon
+            ):
+                continue  # hold what we have: silence is not death while we cannot hear
             stale = [key for key, (_info, seen) in self._entries.items() if seen < horizon]
             for key in stale:
                 del self._entries[key]

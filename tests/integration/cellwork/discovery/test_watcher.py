@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -129,4 +131,28 @@ async def test_a_watcher_follows_a_bucket_recreated_after_the_store_was_wiped(
         assert {i.instance_id for i in await registry.list("svc")} == {"first", "second"}
     finally:
         await first.close()
+        await watcher.close()
+
+
+async def test_a_watcher_holds_its_endpoints_while_the_server_hangs(
+    server: NatsServer, registry: Registry
+) -> None:
+    # A stopped process keeps its connections open and answers nothing, as a server does
+    # while it shuts down slowly: the probe stalls instead of failing, and must not vouch.
+    watcher = RegistryWatcher(registry, "svc", sweep_interval=0.1, probe_interval=0.2)
+    await watcher.start()
+    alive = Registration(registry, info("alive", 5001), interval=0.2)
+    await alive.start()
+    assert server.process is not None
+    try:
+        await wait_until(lambda: ids(watcher) == {"alive"}, "the registration")
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            await observe_for(4 * TTL, lambda: ids(watcher) == {"alive"} or pytest.fail("expired"))
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await wait_until(lambda: watcher.healthy and alive.healthy, "both to recover")
+        await observe_for(2 * TTL, lambda: ids(watcher) == {"alive"} or pytest.fail("expired"))
+    finally:
+        await alive.close()
         await watcher.close()
