@@ -78,6 +78,8 @@ Job = Callable[[], Coroutine[Any, Any, None]]
 
 _log = get_logger("cellwork.service")
 
+REGISTRY_WRITE_BOUND = 1.0  # seconds a drain waits for each registry write
+
 
 class Service:
     """One running instance: gRPC server, registry entry, metrics, clients, events, hooks."""
@@ -352,11 +354,13 @@ class Service:
         started = time.monotonic()
         _log.info("service.draining", service=self.name, timeout=timeout)
         self._serving = False
-        if self.registration is not None:
-            try:
-                await self.registration.set_status(InstanceStatus.DRAINING)
+        if self.registration is not None and self.registration.registry.connected:
+            try:  # bounded: a drain must fit in the supervisor's grace whatever NATS does
+                await asyncio.wait_for(
+                    self.registration.set_status(InstanceStatus.DRAINING), REGISTRY_WRITE_BOUND
+                )
             except Exception as exc:  # NATS gone: the TTL deregisters us anyway
-                _log.warning("service.drain_publish_failed", error=str(exc))
+                _log.warning("service.drain_publish_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(self.settings.drain_propagation)
 
         def left() -> float:

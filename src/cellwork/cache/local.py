@@ -24,7 +24,10 @@ import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import Generic, TypeVar
+
+from cellwork.rpc.context import current_call, set_current_call
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -194,6 +197,11 @@ class LocalCache(Generic[K, V]):
     async def _load(
         self, keys: list[K], load: Callable[[list[K]], Awaitable[dict[K, V]]]
     ) -> dict[K, V]:
+        # The task copied its first caller's context: the trace stays, the deadline goes.
+        # The load is the cache's, and one caller's deadline must not cut it for the others.
+        call = current_call()
+        if call is not None and call.deadline is not None:
+            set_current_call(replace(call, deadline=None))
         try:
             loaded = await load(keys)
         finally:

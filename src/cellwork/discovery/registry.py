@@ -240,15 +240,22 @@ class Registration:
             self._away = False
             next_put = now + self.interval
 
-    async def close(self) -> None:
-        """Stop heartbeating and delete the record."""
+    async def close(self, timeout: float = 1.0) -> None:
+        """Stop heartbeating and delete the record (skipped while NATS is away, bounded by
+        ``timeout`` otherwise: the bucket's TTL removes the record anyway)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if not self.registry.connected:
+            _log.warning("registry.deregister_failed", key=self.info.key, error="disconnected")
+            return
         try:
-            await self.registry.delete(self.info.service, self.info.instance_id)
+            await asyncio.wait_for(
+                self.registry.delete(self.info.service, self.info.instance_id), timeout
+            )
             _log.info("registry.deregistered", key=self.info.key)
         except Exception as exc:  # the TTL removes it anyway
-            _log.warning("registry.deregister_failed", key=self.info.key, error=str(exc))
+            error = str(exc) or type(exc).__name__
+            _log.warning("registry.deregister_failed", key=self.info.key, error=error)

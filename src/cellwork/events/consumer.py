@@ -193,6 +193,11 @@ class Consumer:
                 # run past ack_wait and be redelivered elsewhere while still held.
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
+            if not self._connected():
+                # A pull request sent now would wait in nats-py's reconnect buffer and be
+                # flushed, with every other one, when the connection is back.
+                await self._pause(FETCH_WAIT)
+                continue
             try:
                 messages = await self._sub.fetch(min(self._batch, free), timeout=FETCH_WAIT)
             except (TimeoutError, nats.errors.TimeoutError):
@@ -210,10 +215,17 @@ class Consumer:
             if failures:
                 _log.info("events.fetch_resumed", durable=self.durable, failures=failures)
                 failures = 0
-            for msg in messages:
+            for msg in messages[free:]:  # a fetch can hand over more than it asked for
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            for msg in messages[:free]:
                 task = asyncio.create_task(self._handle(msg))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
+
+    def _connected(self) -> bool:
+        # nats-py keeps the client on the context without a public accessor.
+        return bool(self._js._nc.is_connected)
 
     async def _recreate(self) -> None:
         """Create the durable again when the server lost it (a NATS restarted without its

@@ -239,6 +239,9 @@ class Outbox:
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise Unavailable("not connected to NATS")
+        # A long backlog takes a while to send: the claim on what is left is kept fresh,
+        # or a sibling would take it for a dead instance's and send it too.
+        await self._keep_claim()
         now = time.time()
         if now - self._last_adoption >= self.poll_interval:
             self._last_adoption = now
@@ -280,7 +283,7 @@ class Outbox:
             self._sent.popitem(last=False)
 
     async def _keep_claim(self) -> None:
-        """While it cannot send, renew this instance's claim on its rows (not too often)."""
+        """Renew this instance's claim on its rows, sending or not (not too often)."""
         now = time.time()
         if now - self._last_claim < self.orphan_after / 3:
             return

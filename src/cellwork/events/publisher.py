@@ -119,9 +119,11 @@ class Publisher:
             self._task = asyncio.create_task(self._run(), name="cellwork-publisher")
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Publish what is queued (up to ``timeout`` s), then stop."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout)
+        """Publish what is queued (up to ``timeout`` s; not at all while NATS is away:
+        what is queued is best effort, and waiting would only eat the drain), then stop."""
+        if self.connected:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout)
         if not self._queue.empty():
             _log.warning("events.publish_dropped_on_drain", count=self._queue.qsize())
         await self.close()

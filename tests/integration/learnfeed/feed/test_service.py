@@ -82,6 +82,8 @@ async def feed_ready_of(js, user_id: str) -> list[events_pb2.FeedReady]:
     except Exception:
         return []
     found = []
+    if info.state.messages == 0:  # an empty stream's first_seq is 0: no message has it
+        return found
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         msg = await js.get_msg(contract.FEED_STREAM, seq)
         if msg.subject == contract.feed_ready(user_id):

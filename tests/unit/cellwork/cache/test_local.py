@@ -9,6 +9,7 @@ import pytest
 
 from cellwork.cache import LocalCache
 from cellwork.cache.local import ENTRY_OVERHEAD
+from cellwork.rpc.context import current_call, root_context, set_current_call
 from tests.waiting import wait_until
 
 
@@ -185,3 +186,20 @@ def test_a_cache_filled_past_its_budget_holds_no_more_memory_than_the_budget() -
     # Slack: the keys are counted by the estimate but allocated before measuring, and
     # the dict's table is sized for the entries evicted too; 10% covers both.
     assert grown <= budget * 1.1, grown
+
+
+async def test_a_load_keeps_its_first_callers_trace_but_not_its_deadline() -> None:
+    cache: LocalCache[str, str] = LocalCache(maxsize=10, ttl=60)
+    seen = []
+
+    async def load(keys: list[str]) -> dict[str, str]:
+        seen.append(current_call())
+        return {k: k for k in keys}
+
+    caller = root_context(timeout=0.5)
+    set_current_call(caller)
+    assert await cache.get_many(["a"], load) == {"a": "a"}
+    [call] = seen
+    assert call is not None and call.deadline is None
+    assert call.trace == caller.trace
+    assert current_call() is caller  # the caller's own context is untouched
