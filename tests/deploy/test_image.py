@@ -17,6 +17,10 @@ from cellwork.testing import free_port
 
 from .conftest import Engine
 
+# The first test here builds the image (a session fixture): a build whose dependency layer
+# is not cached takes minutes, far past the default per-test timeout.
+pytestmark = pytest.mark.timeout(1500)
+
 
 async def _watch_registry(registry: Registry, service: str, present: bool, timeout: float) -> dict:
     deadline = time.monotonic() + timeout

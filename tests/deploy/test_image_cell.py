@@ -10,10 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from cellwork.testing import free_port
 
 from .conftest import Engine
+
+# The first test here builds the image (a session fixture): a build whose dependency layer
+# is not cached takes minutes, far past the default per-test timeout.
+pytestmark = pytest.mark.timeout(1500)
 
 BOUND = 180.0  # seconds for the cell to come up: eleven processes on a loaded 2-core machine
 GRACE = 30  # seconds `stop` waits after SIGTERM before it kills
