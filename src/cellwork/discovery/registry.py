@@ -39,6 +39,7 @@ from cellwork.discovery.instance import InstanceInfo, InstanceStatus, safe_token
 from cellwork.errors import Unavailable
 from cellwork.observability.logging import get_logger
 from cellwork.resilience.backoff import backoff
+from cellwork.resilience.tasks import stop_task
 
 _log = get_logger("cellwork.discovery")
 
@@ -242,11 +243,9 @@ class Registration:
 
     async def close(self) -> None:
         """Stop heartbeating and delete the record."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await stop_task(task)  # the beat catches its failures: it ends only cancelled
         try:
             await self.registry.delete(self.info.service, self.info.instance_id)
             _log.info("registry.deregistered", key=self.info.key)
