@@ -39,6 +39,7 @@ from cellwork.discovery.instance import InstanceInfo, InstanceStatus, safe_token
 from cellwork.errors import Unavailable
 from cellwork.observability.logging import get_logger
 from cellwork.resilience.backoff import backoff
+from cellwork.resilience.tasks import stop_task
 
 _log = get_logger("cellwork.discovery")
 
@@ -243,11 +244,9 @@ class Registration:
     async def close(self, timeout: float = 1.0) -> None:
         """Stop heartbeating and delete the record (skipped while NATS is away, bounded by
         ``timeout`` otherwise: the bucket's TTL removes the record anyway)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await stop_task(task)  # the beat catches its failures: it ends only cancelled
         if not self.registry.connected:
             _log.warning("registry.deregister_failed", key=self.info.key, error="disconnected")
             return

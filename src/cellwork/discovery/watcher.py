@@ -42,6 +42,7 @@ from cellwork.discovery.instance import InstanceInfo, safe_token
 from cellwork.discovery.registry import Registry
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import registry_held_endpoints
+from cellwork.resilience.tasks import stop_task
 
 _log = get_logger("cellwork.discovery.watcher")
 
@@ -158,9 +159,7 @@ class RegistryWatcher:
     async def _stop_watch(self) -> None:
         task, self._follow_task = self._follow_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop_task(task)  # how a watch ended does not matter: a new one replaces it
         watch, self._watch = self._watch, None
         if watch is not None:
             with contextlib.suppress(Exception):  # its connection may be gone
@@ -275,12 +274,13 @@ class RegistryWatcher:
             self._changed.notify_all()
 
     async def close(self) -> None:
-        """Stop following the bucket."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        """Stop following the bucket (and probing it): returns once every task has ended."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            error = await stop_task(task)
+            if error is not None:
+                _log.warning(
+                    "registry.watcher_task_failed", task=task.get_name(), error=repr(error)
+                )
         await self._stop_watch()
         self._held.set(0)
