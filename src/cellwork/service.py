@@ -59,6 +59,7 @@ from cellwork.events.streams import StreamSpec, ensure_streams
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import dependency_up, start_metrics_server
 from cellwork.resilience.backoff import backoff
+from cellwork.resilience.tasks import stop_task
 from cellwork.rpc.client import Client, balanced_client
 from cellwork.rpc.interceptors import Layer
 from cellwork.rpc.server import RegisterFn, RpcServer
@@ -395,8 +396,7 @@ class Service:
         await self._cancel_jobs()
         if self._after_reconnect is not None:
             task, self._after_reconnect = self._after_reconnect, None
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_task(task)
         for http in self.http_servers:
             await http.close()
         self.http_servers = []
@@ -496,7 +496,7 @@ class Service:
         tasks, self._job_tasks = self._job_tasks, []
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(stop_task(task) for task in tasks))
 
 
 def _name_of(job: Job) -> str:

@@ -12,7 +12,6 @@ them anyway (panic mode) rather than fail a call it might complete.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.errors import NoEndpoints
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import balancer_metrics
+from cellwork.resilience.tasks import stop_task
 
 StubT = TypeVar("StubT")
 
@@ -166,8 +166,6 @@ class Balancer(Generic[StubT]):
         """Close every channel now."""
         endpoints, self._endpoints, self._serving = list(self._endpoints.values()), {}, []
         for task in list(self._closing):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         for endpoint in endpoints:
             await endpoint.channel.close(grace=None)

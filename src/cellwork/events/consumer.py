@@ -48,6 +48,7 @@ from cellwork.events.publisher import MSG_ID_HEADER
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import event_metrics
 from cellwork.resilience.backoff import backoff
+from cellwork.resilience.tasks import stop_task
 
 _log = get_logger("cellwork.events.consumer")
 
@@ -171,16 +172,11 @@ class Consumer:
         # instance's inbox again, where nobody reads it until ack_wait runs out.
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await stop_task(task)
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
         for handling in list(self._in_flight):
-            handling.cancel()
-        for handling in list(self._in_flight):
-            with contextlib.suppress(BaseException):
-                await handling
+            await stop_task(handling)
 
     # -- fetching -----------------------------------------------------------------
 
@@ -295,9 +291,7 @@ class Consumer:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
 
     async def _failed(self, msg: Msg, delivery: Delivery, exc: Exception, error: str) -> None:
         kind = classify(exc)

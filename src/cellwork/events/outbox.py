@@ -51,6 +51,7 @@ from cellwork.events.publisher import MSG_ID_HEADER
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import outbox_metrics
 from cellwork.resilience.backoff import backoff
+from cellwork.resilience.tasks import stop_task
 
 _log = get_logger("cellwork.events.outbox")
 
@@ -197,9 +198,7 @@ class Outbox:
         """Stop at once; rows not sent stay in the table for the next relay."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         for future in self._waiters.values():
             future.cancel()
         self._waiters.clear()

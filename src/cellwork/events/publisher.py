@@ -24,6 +24,7 @@ from nats.js.client import JetStreamContext
 from cellwork.errors import Overloaded, Unavailable
 from cellwork.observability.logging import get_logger
 from cellwork.resilience.backoff import backoff
+from cellwork.resilience.tasks import stop_task
 from cellwork.rpc.context import current_call, effective_timeout
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -132,9 +133,7 @@ class Publisher:
         """Stop the background task at once."""
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
 
     async def _run(self) -> None:
         while True:
