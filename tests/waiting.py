@@ -21,9 +21,13 @@ POLL = 0.02
 
 
 async def wait_until(
-    condition: Callable[[], object | Awaitable[object]], what: str, *, timeout: float = BOUND
+    condition: Callable[[], object | Awaitable[object]],
+    what: str,
+    *,
+    timeout: float = BOUND,
+    every: float = POLL,
 ) -> None:
-    """Poll ``condition`` (plain or async) until what it returns is true.
+    """Poll ``condition`` (plain or async) every ``every`` s until what it returns is true.
 
     Raises AssertionError naming ``what`` when it is still false after ``timeout`` s.
     """
@@ -37,4 +41,4 @@ async def wait_until(
             return
         if loop.time() >= deadline:
             raise AssertionError(f"still waiting after {timeout} s for {what}")
-        await asyncio.sleep(POLL)
+        await asyncio.sleep(every)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +14,7 @@ from nats.js.errors import NotFoundError
 from cellwork.testing.capacity import measure_capacity
 from cellwork.testing.driver import Answer, Drive, OpenLoopDriver, drive_during
 from tests.chaos.learnfeed_cell import LearnfeedCell
+from tests.waiting import wait_until
 
 LOAD_SHARE = 0.4  # of the capacity measured first in the same run
 CLIENT_CEILING = 120.0  # requests a second this Python client keeps on schedule beside a cell
@@ -180,13 +180,4 @@ async def eventually(
 ) -> None:
     """``tests.waiting.wait_until`` at a pace fit for what polls a cell: a CLI run, a
     database file, a NATS connection each time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        held = condition()
-        if inspect.isawaitable(held):
-            held = await held
-        if held:
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"still waiting after {timeout} s for {what}")
-        await asyncio.sleep(every)
+    await wait_until(condition, what, timeout=timeout, every=every)
