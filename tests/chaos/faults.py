@@ -7,12 +7,12 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 import nats
 from nats.js.errors import NotFoundError
 
 from cellwork.testing.capacity import measure_capacity
 from cellwork.testing.driver import Answer, Drive, OpenLoopDriver, drive_during
+from cellwork.testing.httpload import LoadClient
 from tests.chaos.learnfeed_cell import LearnfeedCell
 from tests.waiting import wait_until
 
@@ -46,14 +46,12 @@ async def drive(
     """
     drives = []
     for _attempt in range(ATTEMPTS):
-        connector = aiohttp.TCPConnector(limit=CONNECTIONS)
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(cell.http, connector=connector, timeout=timeout) as s:
+        async with LoadClient(cell.http, connections=CONNECTIONS) as client:
 
-            async def request(index: int, session: aiohttp.ClientSession = s) -> Answer:
+            async def request(index: int) -> Answer:
                 if index % interactions == interactions - 1:
-                    return await cell.interact(session)
-                return await cell.read(session)
+                    return await cell.interact(client)
+                return await cell.read(client)
 
             driver = OpenLoopDriver(rate, duration, request, max_lag_p99=MAX_LAG_P99)
             result = await drive_during(driver, fault)
