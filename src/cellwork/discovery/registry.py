@@ -163,9 +163,13 @@ async def _converge(js: JetStreamContext, bucket: str, ttl: float, replicas: int
             return kv
         if info.config.storage == StorageType.MEMORY:
             # Lost on every restart of NATS: replaced by a file bucket (records come back
-            # with the next beats).
+            # with the next beats). Looked at again just before: another instance may have
+            # replaced it meanwhile (the window narrows; a record a late delete takes comes
+            # back with its instance's next beat).
             with contextlib.suppress(NotFoundError):
-                await js.delete_stream(stream)
+                again = await js.stream_info(stream)
+                if again.config.storage == StorageType.MEMORY:
+                    await js.delete_stream(stream)
             _log.warning("registry.bucket_replaced", bucket=bucket, storage="memory")
             continue
         try:

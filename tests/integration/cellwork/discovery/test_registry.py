@@ -8,7 +8,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from cellwork.discovery import InstanceInfo, InstanceStatus, Registration, RegistryWatcher
 from cellwork.discovery.registry import Registry, bucket_stream
 from cellwork.events.connection import connect_nats
-from tests.waiting import BOUND
+from tests.waiting import BOUND, wait_until
 
 
 def info(instance_id: str, port: int = 5000, service: str = "svc") -> InstanceInfo:
@@ -104,9 +104,15 @@ async def test_an_existing_memory_bucket_is_replaced_by_a_file_bucket(nats_serve
         )
         stream = await js.stream_info(bucket_stream("old_registry"))
         assert stream.config.storage == StorageType.FILE
-        for n, registry in enumerate(registries):
-            await registry.put(info(f"new-{n}"))
-        found = {i.instance_id for i in await registries[0].list("svc")}
-        assert found == {"new-0", "new-1", "new-2"}
+
+        async def all_beat() -> bool:
+            # Puts as heartbeats would make them: a record a racing replacement took
+            # comes back with its instance's next beat.
+            for n, registry in enumerate(registries):
+                await registry.put(info(f"new-{n}"))
+            found = {i.instance_id for i in await registries[0].list("svc")}
+            return found == {"new-0", "new-1", "new-2"}
+
+        await wait_until(all_beat, "every instance's record in the file bucket", every=0.2)
     finally:
         await nc.close()
