@@ -35,7 +35,14 @@ from cellwork.balancing.balancer import Balancer, Endpoint
 from cellwork.balancing.stats import EjectionPolicy
 from cellwork.discovery.registry import Registry
 from cellwork.discovery.watcher import RegistryWatcher
-from cellwork.errors import DeadlineExceeded, error_for_status
+from cellwork.errors import (
+    CellworkError,
+    DeadlineExceeded,
+    Internal,
+    Overloaded,
+    Unavailable,
+    error_for_status,
+)
 from cellwork.observability.metrics import RpcMetrics, client_metrics, code_name
 from cellwork.observability.tracing import new_traceparent
 from cellwork.resilience.retry_budget import RetryBudget
@@ -52,6 +59,14 @@ RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
 ClientT = TypeVar("ClientT", bound="Client[Any]")
 Metadata = Sequence[tuple[str, str]]
+Fallback = Callable[[CellworkError], Awaitable[ResponseT]]
+"""What a caller answers instead when a call fails for a reason of the callee's
+(unavailable, overloaded, too slow, broken): ``await fallback(error)`` returns a
+response or raises."""
+
+# The failures a fallback may stand in for: the callee's, never the caller's own
+# (InvalidArgument, NotFound, PermissionDenied... are answers, not failures).
+DEGRADABLE: tuple[type[CellworkError], ...] = (Unavailable, DeadlineExceeded, Overloaded, Internal)
 
 _NOT_CONNECTED_HINTS = ("failed to connect", "connection refused", "connect failed")
 
@@ -110,6 +125,7 @@ class Client(Generic[StubT]):
         timeout: float | None = None,
         idempotent: bool | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[Any] | None = None,
     ) -> Any:
         """Call ``method`` (the stub attribute name) on one instance; return the response.
 
@@ -117,8 +133,24 @@ class Client(Generic[StubT]):
         deadline of the call being handled. ``idempotent`` defaults to what the
         ``.proto`` declares (generated clients) or False. Raises the domain error
         matching the final status (``NotFound``, ``Unavailable``, ``DeadlineExceeded``...),
-        and ValueError for a method the service does not have.
+        and ValueError for a method the service does not have. With ``fallback``, a
+        failure of the callee's (``DEGRADABLE``) returns ``await fallback(error)`` instead.
         """
+        if fallback is None:
+            return await self._call(method, request, timeout, idempotent, metadata)
+        try:
+            return await self._call(method, request, timeout, idempotent, metadata)
+        except DEGRADABLE as exc:
+            return await fallback(exc)
+
+    async def _call(
+        self,
+        method: str,
+        request: Any,
+        timeout: float | None,
+        idempotent: bool | None,
+        metadata: Metadata,
+    ) -> Any:
         if idempotent is None:
             idempotent = method in self.IDEMPOTENT
         parent = current_call()
@@ -178,10 +210,16 @@ class Client(Generic[StubT]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[ResponseT] | None = None,
     ) -> ResponseT:
         """Call a declared method (a generated client's ``Method``); typed ``call``."""
         response: ResponseT = await self.call(
-            method.name, request, timeout=timeout, idempotent=method.idempotent, metadata=metadata
+            method.name,
+            request,
+            timeout=timeout,
+            idempotent=method.idempotent,
+            metadata=metadata,
+            fallback=fallback,
         )
         return response
 

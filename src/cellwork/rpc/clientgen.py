@@ -120,10 +120,11 @@ def _method_source(
         "        *,\n"
         "        timeout: float | None = None,\n"
         "        metadata: Metadata = (),\n"
+        f"        fallback: Fallback[{response}] | None = None,\n"
         f"    ) -> {response}:\n"
         + _docstring(f"{doc} {note if idempotent else ''}", "        ")
         + f"        return await self.invoke(self.{constant}, request, "
-        "timeout=timeout, metadata=metadata)\n"
+        "timeout=timeout, metadata=metadata, fallback=fallback)\n"
     )
     return declaration, body
 
@@ -198,7 +199,7 @@ def render_client_module(
         "from __future__ import annotations\n\n"
         "from typing import Any\n\n"
         "from grpc import aio\n\n"
-        "from cellwork.rpc import Client, Metadata, Method\n"
+        "from cellwork.rpc import Client, Fallback, Metadata, Method\n"
         f"{import_lines}\n\n" + "\n\n".join(classes)
     )
 

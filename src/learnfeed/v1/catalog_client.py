@@ -9,7 +9,7 @@ from typing import Any
 
 from grpc import aio
 
-from cellwork.rpc import Client, Metadata, Method
+from cellwork.rpc import Client, Fallback, Metadata, Method
 from learnfeed.v1 import catalog_pb2 as _catalog_pb2
 from learnfeed.v1 import catalog_pb2_grpc as _catalog_pb2_grpc
 
@@ -36,11 +36,12 @@ class CatalogClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_catalog_pb2.ItemList] | None = None,
     ) -> _catalog_pb2.ItemList:
         """Items by id, in the order asked; unknown ids are left out. Idempotent: retried
         on another instance when one is unavailable.
         """
-        return await self.invoke(self.GET_ITEMS, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.GET_ITEMS, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def get_educators(
         self,
@@ -48,11 +49,12 @@ class CatalogClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_catalog_pb2.EducatorList] | None = None,
     ) -> _catalog_pb2.EducatorList:
         """Educators by id; unknown ids are left out. Idempotent: retried on another
         instance when one is unavailable.
         """
-        return await self.invoke(self.GET_EDUCATORS, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.GET_EDUCATORS, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def list_items(
         self,
@@ -60,11 +62,12 @@ class CatalogClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_catalog_pb2.ItemList] | None = None,
     ) -> _catalog_pb2.ItemList:
         """Every item in id order, a page at a time (for rankers that keep features in
         memory). Idempotent: retried on another instance when one is unavailable.
         """
-        return await self.invoke(self.LIST_ITEMS, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.LIST_ITEMS, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def list_recent(
         self,
@@ -72,8 +75,9 @@ class CatalogClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_catalog_pb2.ItemList] | None = None,
     ) -> _catalog_pb2.ItemList:
         """The newest items first. Idempotent: retried on another instance when one is
         unavailable.
         """
-        return await self.invoke(self.LIST_RECENT, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.LIST_RECENT, request, timeout=timeout, metadata=metadata, fallback=fallback)

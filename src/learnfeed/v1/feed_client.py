@@ -9,7 +9,7 @@ from typing import Any
 
 from grpc import aio
 
-from cellwork.rpc import Client, Metadata, Method
+from cellwork.rpc import Client, Fallback, Metadata, Method
 from learnfeed.v1 import feed_pb2 as _feed_pb2
 from learnfeed.v1 import feed_pb2_grpc as _feed_pb2_grpc
 
@@ -35,11 +35,12 @@ class FeedClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_feed_pb2.FeedPage] | None = None,
     ) -> _feed_pb2.FeedPage:
         """The current version at once (a cold-start feed when there is none); asks for a
         refresh. Idempotent: retried on another instance when one is unavailable.
         """
-        return await self.invoke(self.GET_FEED, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.GET_FEED, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def put_feed(
         self,
@@ -47,13 +48,14 @@ class FeedClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_feed_pb2.PutFeedResponse] | None = None,
     ) -> _feed_pb2.PutFeedResponse:
         """Stores a new version; returns its number (previous + 1). Announces it
         (feed.changed, then feed.ready) from feed's outbox, in the transaction that
         stores it. With a refresh_id already applied it stores nothing and returns the
         version stored then.
         """
-        return await self.invoke(self.PUT_FEED, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.PUT_FEED, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def request_refresh(
         self,
@@ -61,8 +63,9 @@ class FeedClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_feed_pb2.RequestRefreshResponse] | None = None,
     ) -> _feed_pb2.RequestRefreshResponse:
         """Asks for a fresh computation, coalesced per user within the refresh window.
         Idempotent: retried on another instance when one is unavailable.
         """
-        return await self.invoke(self.REQUEST_REFRESH, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.REQUEST_REFRESH, request, timeout=timeout, metadata=metadata, fallback=fallback)

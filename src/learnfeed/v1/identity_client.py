@@ -9,7 +9,7 @@ from typing import Any
 
 from grpc import aio
 
-from cellwork.rpc import Client, Metadata, Method
+from cellwork.rpc import Client, Fallback, Metadata, Method
 from learnfeed.v1 import identity_pb2 as _identity_pb2
 from learnfeed.v1 import identity_pb2_grpc as _identity_pb2_grpc
 
@@ -39,9 +39,10 @@ class IdentityClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_identity_pb2.TokenPair] | None = None,
     ) -> _identity_pb2.TokenPair:
         """Creates a user; ALREADY_EXISTS when the email is taken."""
-        return await self.invoke(self.SIGN_UP, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.SIGN_UP, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def login(
         self,
@@ -49,9 +50,10 @@ class IdentityClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_identity_pb2.TokenPair] | None = None,
     ) -> _identity_pb2.TokenPair:
         """UNAUTHENTICATED on a wrong email or password."""
-        return await self.invoke(self.LOGIN, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.LOGIN, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def refresh(
         self,
@@ -59,11 +61,12 @@ class IdentityClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_identity_pb2.TokenPair] | None = None,
     ) -> _identity_pb2.TokenPair:
         """Rotates a refresh token: the old one stops working; reusing it revokes the
         family.
         """
-        return await self.invoke(self.REFRESH, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.REFRESH, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def get_profile(
         self,
@@ -71,9 +74,10 @@ class IdentityClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_identity_pb2.Profile] | None = None,
     ) -> _identity_pb2.Profile:
         """Idempotent: retried on another instance when one is unavailable."""
-        return await self.invoke(self.GET_PROFILE, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.GET_PROFILE, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def follow(
         self,
@@ -81,9 +85,10 @@ class IdentityClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_identity_pb2.FollowResponse] | None = None,
     ) -> _identity_pb2.FollowResponse:
         """Idempotent; NOT_FOUND for an unknown user."""
-        return await self.invoke(self.FOLLOW, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.FOLLOW, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def unfollow(
         self,
@@ -91,9 +96,10 @@ class IdentityClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_identity_pb2.FollowResponse] | None = None,
     ) -> _identity_pb2.FollowResponse:
         """"""
-        return await self.invoke(self.UNFOLLOW, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.UNFOLLOW, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def list_follows(
         self,
@@ -101,6 +107,7 @@ class IdentityClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_identity_pb2.ListFollowsResponse] | None = None,
     ) -> _identity_pb2.ListFollowsResponse:
         """Idempotent: retried on another instance when one is unavailable."""
-        return await self.invoke(self.LIST_FOLLOWS, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.LIST_FOLLOWS, request, timeout=timeout, metadata=metadata, fallback=fallback)

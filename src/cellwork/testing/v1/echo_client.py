@@ -9,7 +9,7 @@ from typing import Any
 
 from grpc import aio
 
-from cellwork.rpc import Client, Metadata, Method
+from cellwork.rpc import Client, Fallback, Metadata, Method
 from cellwork.testing.v1 import echo_pb2 as _echo_pb2
 from cellwork.testing.v1 import echo_pb2_grpc as _echo_pb2_grpc
 
@@ -35,9 +35,10 @@ class EchoClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_echo_pb2.EchoResponse] | None = None,
     ) -> _echo_pb2.EchoResponse:
         """Idempotent: retried on another instance when one is unavailable."""
-        return await self.invoke(self.ECHO, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.ECHO, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def relay(
         self,
@@ -45,11 +46,12 @@ class EchoClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_echo_pb2.EchoResponse] | None = None,
     ) -> _echo_pb2.EchoResponse:
         """Waits, then calls Echo on another instance of the cell: a second hop.
         Idempotent: retried on another instance when one is unavailable.
         """
-        return await self.invoke(self.RELAY, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.RELAY, request, timeout=timeout, metadata=metadata, fallback=fallback)
 
     async def fail(
         self,
@@ -57,6 +59,7 @@ class EchoClient(Client[Any]):
         *,
         timeout: float | None = None,
         metadata: Metadata = (),
+        fallback: Fallback[_echo_pb2.EchoResponse] | None = None,
     ) -> _echo_pb2.EchoResponse:
         """Raises the domain error named in payload, to exercise error mapping."""
-        return await self.invoke(self.FAIL, request, timeout=timeout, metadata=metadata)
+        return await self.invoke(self.FAIL, request, timeout=timeout, metadata=metadata, fallback=fallback)
