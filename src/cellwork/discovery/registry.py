@@ -179,6 +179,14 @@ async def _converge(js: JetStreamContext, bucket: str, ttl: float, replicas: int
     raise Unavailable(f"the registry bucket {bucket!r} did not settle")
 
 
+def _parse_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:port`` for IPv6); raises ValueError otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a host:port address: {address!r}")
+    return host, int(port)
+
+
 class Registration:
     """Keeps one instance's record alive: put now, then every ``interval`` seconds.
 
@@ -187,6 +195,12 @@ class Registration:
     connection's local state is looked at every ``poll`` seconds (no I/O): when it
     comes back (after a restart of NATS, maybe with its store wiped) the record is
     put at once, re-creating the bucket, rather than at the next beat.
+
+    ``advertise(address)`` publishes another address in the instance's record (a
+    fault proxy standing in front of it, see ``cellwork.testing.faultproxy``):
+    ``info`` stays what the instance is, ``published`` is what callers dial. Puts
+    are serialized, so a beat that started before a change cannot land after it
+    and put the old address back.
     """
 
     def __init__(
@@ -199,24 +213,51 @@ class Registration:
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
         self._away = False  # the connection was seen down since the last put
+        self._advertised: tuple[str, int] | None = None
+        self._putting = asyncio.Lock()
 
     @property
     def healthy(self) -> bool:
         """Whether the last put of the record succeeded and the connection is up."""
         return self._failures == 0 and not self._away and self.registry.connected
 
+    @property
+    def published(self) -> InstanceInfo:
+        """The record as put in the registry: ``info`` at the advertised address, if any."""
+        if self._advertised is None:
+            return self.info
+        host, port = self._advertised
+        return replace(self.info, host=host, grpc_port=port)
+
+    async def advertise(self, address: str | None) -> None:
+        """Publish ``address`` (``host:port``) as where this instance answers, at once and
+        in every later beat; ``None`` restores the instance's own address.
+
+        Callers' balancers reopen their channel to the new address. Raises ValueError
+        for a malformed address, and what ``Registry.put`` raises when NATS is away (the
+        next beat publishes the change anyway)."""
+        advertised = None if address is None else _parse_address(address)
+        async with self._putting:
+            self._advertised = advertised
+            await self.registry.put(self.published)
+        _log.info("registry.advertised", key=self.info.key, address=self.published.address)
+
+    async def _put(self) -> None:
+        async with self._putting:
+            await self.registry.put(self.published)
+
     async def start(self) -> None:
         """Register now and start heartbeating."""
         if not self.info.started_at:
             self.info = replace(self.info, started_at=time.time())
-        await self.registry.put(self.info)
+        await self._put()
         self._task = asyncio.create_task(self._beat(), name=f"heartbeat:{self.info.key}")
         _log.info("registry.registered", key=self.info.key, address=self.info.address)
 
     async def set_status(self, status: InstanceStatus) -> None:
         """Publish a new status at once (and in every later beat)."""
         self.info = self.info.with_status(status)
-        await self.registry.put(self.info)
+        await self._put()
 
     async def _beat(self) -> None:
         epoch = self.registry.reconnects
@@ -232,7 +273,7 @@ class Registration:
                 continue
             epoch = self.registry.reconnects
             try:
-                await self.registry.put(self.info)
+                await self._put()
             except Exception as exc:  # NATS or JetStream not back yet: retry after a back-off
                 self._failures += 1
                 self._away = False

@@ -3,6 +3,7 @@
 import asyncio
 import time
 
+import pytest
 from nats.js.api import KeyValueConfig, StorageType
 
 from cellwork.discovery import InstanceInfo, InstanceStatus, Registration, RegistryWatcher
@@ -116,3 +117,50 @@ async def test_an_existing_memory_bucket_is_replaced_by_a_file_bucket(nats_serve
         await wait_until(all_beat, "every instance's record in the file bucket", every=0.2)
     finally:
         await nc.close()
+
+
+async def test_an_advertised_address_is_put_at_once_and_kept_by_every_beat_until_restored(
+    registry,
+):
+    reg = Registration(registry, info("stood-in", port=5000), interval=0.05)
+    await reg.start()
+    try:
+        await reg.advertise("127.0.0.1:6000")
+        entry = await registry.kv.get(reg.info.key)
+        assert InstanceInfo.from_json(entry.value).address == "127.0.0.1:6000"
+        assert reg.info.address == "127.0.0.1:5000"  # what the instance is does not change
+
+        # Several beats later (each a new revision), and after a status change, the
+        # record still carries the advertised address.
+        revision = entry.revision
+        await wait_until(
+            lambda: _revision_past(registry, reg.info.key, revision + 3), "three more beats"
+        )
+        record = InstanceInfo.from_json((await registry.kv.get(reg.info.key)).value)
+        assert record.address == "127.0.0.1:6000"
+        await reg.set_status(InstanceStatus.DRAINING)
+        record = InstanceInfo.from_json((await registry.kv.get(reg.info.key)).value)
+        assert record.address == "127.0.0.1:6000" and record.status is InstanceStatus.DRAINING
+
+        await reg.advertise(None)
+        record = InstanceInfo.from_json((await registry.kv.get(reg.info.key)).value)
+        assert record.address == "127.0.0.1:5000" and record.status is InstanceStatus.DRAINING
+        revision = (await registry.kv.get(reg.info.key)).revision
+        await wait_until(
+            lambda: _revision_past(registry, reg.info.key, revision + 3), "three more beats"
+        )
+        assert [i.address for i in await registry.list("svc")] == ["127.0.0.1:5000"]
+    finally:
+        await reg.close()
+
+
+async def _revision_past(registry: Registry, key: str, revision: int) -> bool:
+    return bool((await registry.kv.get(key)).revision >= revision)
+
+
+async def test_advertise_refuses_what_is_not_a_host_and_port(registry):
+    reg = Registration(registry, info("a"), interval=1.0)
+    for bad in ("127.0.0.1", "127.0.0.1:", ":5000", "host:port", "host:70000", "host:0"):
+        with pytest.raises(ValueError):
+            await reg.advertise(bad)
+    assert reg.published == reg.info
