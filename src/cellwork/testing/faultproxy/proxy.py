@@ -48,8 +48,9 @@ class FaultProxy:
 
     Lifecycle: ``start()`` listens (``address`` is then where to dial), ``close()``
     stops listening and closes every proxied connection; or ``async with``. ``seed``
-    makes jitter, toxicity and slicing repeatable. Not for production traffic: every
-    chunk costs a few task switches.
+    makes jitter, toxicity and slicing repeatable. Raises ValueError for an
+    ``upstream`` that is not ``host:port``. Not for production traffic: every chunk
+    costs a few task switches.
     """
 
     def __init__(
@@ -289,11 +290,13 @@ class _Link:
                 await self._through(self._chains[direction], 0, direction, chunk)
             if writer.can_write_eof() and not writer.is_closing():
                 writer.write_eof()  # half-close: the other direction may still talk
-        except (LinkClosed, ConnectionError):
+        except (LinkClosed, OSError):
             pass
         finally:
             reading.cancel()
-            await asyncio.gather(reading, return_exceptions=True)
+            await asyncio.wait([reading])
+            if not reading.cancelled() and (error := reading.exception()) is not None:
+                raise error  # a bug of the proxy's: not to be lost with the connection
 
     async def _read(self, direction: Direction, queue: asyncio.Queue[Chunk | None]) -> None:
         reader = self._readers[direction]
@@ -301,8 +304,11 @@ class _Link:
         try:
             while data := await reader.read(_READ_SIZE):
                 await queue.put(Chunk(data, loop.time()))
-        except ConnectionError:
+        except OSError:
             self.close()  # one side reset: so is the other, as the proxy is no end itself
+        except Exception:  # a bug: end the connection, and let the pump raise it
+            self.close()
+            raise
         await queue.put(None)
 
     async def _through(
