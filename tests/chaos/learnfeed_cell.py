@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from cellwork.runtime.control import CellState, request
 from cellwork.testing import CellProcess, free_port
 from cellwork.testing.driver import Answer
 from cellwork.testing.httpload import HttpError, LoadClient
@@ -31,10 +32,20 @@ REPO = Path(__file__).resolve().parents[2]
 USERS = 40
 
 
-def cell_spec(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The demo cell from src/learnfeed/cell.yaml under ``name``, with ``env`` over it."""
+def cell_spec(
+    name: str,
+    env: dict[str, str] | None = None,
+    replicas: dict[str, int] | None = None,
+    supervisor: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The demo cell from src/learnfeed/cell.yaml under ``name``, with ``env`` over it,
+    ``replicas`` per service and ``supervisor`` settings changed where given."""
     spec: dict[str, Any] = yaml.safe_load((REPO / "src/learnfeed/cell.yaml").read_text())
     spec["name"] = name
+    for service, count in (replicas or {}).items():
+        spec["services"][service]["replicas"] = count
+    if supervisor:
+        spec["supervisor"] = {**spec.get("supervisor", {}), **supervisor}
     spec["env"] = {
         "CELLWORK_REFRESH_WINDOW": "2",
         "CELLWORK_ACCESS_TOKEN_TTL": "3600",
@@ -76,6 +87,19 @@ class LearnfeedCell:
             timeout=timeout,
             cwd=self.process.workdir,
         )
+
+    async def control(self, verb: str, **payload: Any) -> Any:
+        """One request to the cell's supervisor over its control socket (as the CLI
+        sends it, without starting a Python process for each)."""
+        state = CellState.read(self.state_dir)
+        return await request(state, verb, payload, timeout=15)
+
+    async def instances(self, service: str) -> list[dict[str, Any]]:
+        """The SERVING instances of ``service`` as ``cellwork status --json`` lists them."""
+        status = await self.control("status")
+        return [
+            i for i in status["instances"] if i["service"] == service and i["status"] == "SERVING"
+        ]
 
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
@@ -122,12 +146,18 @@ def _code(status: int, body: bytes) -> str:
 
 
 def start_cell(
-    workdir: Path, name: str, env: dict[str, str] | None = None, *, nats_url: str = ""
+    workdir: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    *,
+    nats_url: str = "",
+    replicas: dict[str, int] | None = None,
+    supervisor: dict[str, float] | None = None,
 ) -> LearnfeedCell:
     """Start the demo cell on free ports; returns once every instance serves."""
     http_port, ws_port = free_port(), free_port()
     ports = {"CELLWORK_GATEWAY_PORT": str(http_port), "CELLWORK_PUSH_PORT": str(ws_port)}
-    spec = cell_spec(name, {**ports, **(env or {})})
+    spec = cell_spec(name, {**ports, **(env or {})}, replicas, supervisor)
     if nats_url:
         spec["nats_url"] = nats_url
     http = f"http://127.0.0.1:{http_port}"
