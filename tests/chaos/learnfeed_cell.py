@@ -32,10 +32,16 @@ USERS = 40
 
 
 def cell_spec(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The demo cell from src/learnfeed/cell.yaml under ``name``, with ``env`` over it."""
+    """The demo cell from src/learnfeed/cell.yaml under ``name``, with ``env`` over it.
+
+    The gateways' feed copies and item cache are off unless ``env`` turns them on: each
+    read then reaches feed and catalog, so a fault there is seen, not hidden by a copy.
+    """
     spec: dict[str, Any] = yaml.safe_load((REPO / "src/learnfeed/cell.yaml").read_text())
     spec["name"] = name
     spec["env"] = {
+        "CELLWORK_GATEWAY_FEED_CACHE": "false",
+        "CELLWORK_GATEWAY_ITEMS_CACHE": "false",
         "CELLWORK_REFRESH_WINDOW": "2",
         "CELLWORK_ACCESS_TOKEN_TTL": "3600",
         "CELLWORK_RATE_LIMIT_RPS": "100000",
