@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from cellwork import ServiceSettings
@@ -58,6 +58,17 @@ class LearnfeedSettings(ServiceSettings):
     gateway_items_cache_bytes: int = Field(
         64 * 2**20, ge=2**20, description="bytes of rendered items a gateway keeps"
     )
+    gateway_items_cache: bool = Field(
+        True, description="gateways keep the items they render (and share them through Redis)"
+    )
+    gateway_last_feeds_bytes: int = Field(
+        32 * 2**20,
+        ge=2**20,
+        description="bytes of the pages a gateway last served each user (stale answers)",
+    )
+    gateway_enrich_timeout: float = Field(
+        0.2, gt=0, description="seconds a feed page waits for the catalog, then goes un-enriched"
+    )
     feed_cache_bytes: int = Field(
         192 * 2**20, ge=2**20, description="bytes of feed versions a feed instance keeps"
     )
@@ -88,6 +99,18 @@ class LearnfeedSettings(ServiceSettings):
                 " (the INTERACTIONS stream's max age plus the dead-letter stream's)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _enrichment_fits_a_home_part(self) -> LearnfeedSettings:
+        # /v1/home's feed part reads the feed and then enriches it: an enrichment that may
+        # outlast the part would drop the whole feed from the answer instead of its titles.
+        if self.gateway_enrich_timeout >= self.part_deadline:
+            raise ValueError(
+                f"gateway_enrich_timeout ({self.gateway_enrich_timeout} s) must be below"
+                f" part_deadline ({self.part_deadline} s): /v1/home's feed part enriches"
+                " within its own deadline"
+            )
+        return self
 
     @classmethod
     def of(cls, settings: ServiceSettings) -> LearnfeedSettings:

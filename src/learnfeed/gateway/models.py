@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from learnfeed.contract import EMAIL_PATTERN, InteractionKind
@@ -52,15 +54,32 @@ class EducatorRef(BaseModel):
     name: str
 
 
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    # Such a field is left out, never sent as null: no "default": null in the document.
+    schema.pop("default", None)
+
+
+def _unless_unenriched() -> Any:
+    """A field of an item that an un-enriched item leaves out (typed as when present)."""
+    return Field(
+        None,
+        description="absent when the catalog could not describe the item in time",
+        json_schema_extra=_absent_not_null,
+    )
+
+
 class FeedEntry(BaseModel):
+    """A ranked item: `id` and `score` always; the rest only when the catalog described
+    it in time (the feed's own entry knows no more)."""
+
     id: str
-    kind: str
-    title: str
-    topic: str
-    educator: EducatorRef
+    kind: str = _unless_unenriched()
+    title: str = _unless_unenriched()
+    topic: str = _unless_unenriched()
+    educator: EducatorRef = _unless_unenriched()
     score: float
-    created_at: float
-    duration_seconds: int
+    created_at: float = _unless_unenriched()
+    duration_seconds: int = _unless_unenriched()
 
 
 class ItemOut(BaseModel):

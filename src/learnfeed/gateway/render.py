@@ -31,6 +31,12 @@ def item_json(item: catalog_pb2.Item) -> bytes:
     )
 
 
+def bare_item_json(item_id: str) -> bytes:
+    """An item the catalog could not describe in time: its id alone (the feed's entry
+    knows no more), rendered per read on a degraded page only."""
+    return orjson.dumps({"id": item_id})
+
+
 def scored(rendered: bytes, score: float) -> orjson.Fragment:
     """A rendered item with its score added, embedded as is by ``orjson.dumps``."""
     return orjson.Fragment(b'%s,"score":%.4f}' % (rendered[:-1], score))

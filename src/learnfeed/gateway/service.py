@@ -1,4 +1,9 @@
-"""The gateway's composition root: clients of identity, catalog and feed; the app on 8080."""
+"""The gateway's composition root: clients of identity, catalog and feed; the app on 8080.
+
+What it does when one of them fails (feed: the last known feed, stale; catalog: bare
+items and ``partial``; identity: 503 on the auth routes, while feed reads, whose tokens
+are checked here, go on) is wired below and told in README's learnfeed part.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from learnfeed.gateway.access import Access
 from learnfeed.gateway.app import build_app
 from learnfeed.gateway.feeds import FeedPages, FeedReader
 from learnfeed.gateway.items import Items
+from learnfeed.gateway.last_feeds import LastFeeds
 from learnfeed.gateway.routes.auth import AuthRoutes
 from learnfeed.gateway.routes.feed import FeedRoutes
 from learnfeed.gateway.routes.follows import FollowRoutes
@@ -53,12 +59,19 @@ def create_service(settings: ServiceSettings) -> Service:
     feed = service.client("feed", FeedClient)
 
     items = Items(
-        catalog, cfg.catalog_cache_ttl, cfg.redis_url, max_bytes=cfg.gateway_items_cache_bytes
+        catalog,
+        cfg.catalog_cache_ttl,
+        cfg.redis_url,
+        max_bytes=cfg.gateway_items_cache_bytes,
+        keep=cfg.gateway_items_cache,
+        enrich_timeout=cfg.gateway_enrich_timeout,
+        load_timeout=cfg.call_timeout,
     )
     reader = FeedReader(
         feed,
         cfg.refresh_window,
         keep=cfg.gateway_feed_cache,
+        last=LastFeeds(cfg.gateway_last_feeds_bytes),
         max_bytes=cfg.gateway_feed_cache_bytes,
     )
     pages = FeedPages(reader, items)

@@ -19,6 +19,8 @@ from learnfeed.v1 import identity_pb2
 from learnfeed.v1.identity_client import IdentityClient
 
 HOME_FEED_ITEMS = 5
+# What ``partial`` names when the feed head came back with bare items.
+ITEMS_PART = "items"
 
 
 class HomeRoutes:
@@ -33,7 +35,10 @@ class HomeRoutes:
         return Response(orjson.dumps(await self._profile(user)), media_type=JSON)
 
     async def home(self, user: User) -> Response:
-        """A part that fails or misses its deadline is left out and named in ``partial``."""
+        """A part that fails or misses its deadline is left out and named in ``partial``;
+        a feed head whose items the catalog could not describe in time is kept, bare, and
+        ``items`` is named there."""
+        bare: list[str] = []
 
         async def profile() -> dict[str, Any]:
             return await self._profile(user)
@@ -43,11 +48,16 @@ class HomeRoutes:
             return {"educator_ids": list(reply.educator_ids)}
 
         async def feed_head() -> dict[str, Any]:
-            return (await self.pages.page(user, 0, HOME_FEED_ITEMS))[0]
+            answer = await self.pages.page(user, 0, HOME_FEED_ITEMS)
+            if not answer.enriched:
+                bare.append(ITEMS_PART)
+            return answer.body
 
         parts, partial = await gather_parts(
             {"profile": profile, "feed": feed_head, "follows": follows}, self.part_deadline
         )
+        if "feed" in parts:  # a feed head left out is named "feed", and that says it all
+            partial += bare
         return Response(orjson.dumps({**parts, "partial": partial}), media_type=JSON)
 
     async def _profile(self, user: str) -> dict[str, Any]:
