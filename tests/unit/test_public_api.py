@@ -51,6 +51,7 @@ def test_the_gateway_kits_exported_names_are_pinned():
         "HttpServer",
         "JwtCodec",
         "JwtKeys",
+        "LoadShedding",
         "PortTaken",
         "ReadinessCheck",
         "RequestContext",

@@ -2,8 +2,11 @@
 
 The life of a message, step by step:
 
-1. The consumer fetches only as many messages as it can start now (``concurrency``),
-   so none waits in a local queue while its ack deadline runs.
+1. The consumer fetches only as many messages as it can start now, so none waits in a
+   local queue while its ack deadline runs. How many it runs at once adapts
+   (``cellwork.resilience.adaptive``, as a server's methods do): up to ``concurrency``
+   while handlers keep their usual latency, fewer (down to one) when they slow down
+   together, so a struggling dependency is not met with ever more work at once.
 2. The handler runs under ``handler_timeout``. Meanwhile the consumer tells the
    server every ``ack_wait / 3`` that the work is in progress, so a slow handler is
    not delivered to a second instance while it still runs; ``ack_wait`` then only
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+from prometheus_client import Gauge
 
 from cellwork.events.deadletters import (
     REPLAY_OF_HEADER,
@@ -47,6 +52,7 @@ from cellwork.events.failures import GiveUp, RetryPolicy, classify
 from cellwork.events.publisher import MSG_ID_HEADER
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import event_metrics
+from cellwork.resilience.adaptive import ConcurrencyLimiter, LimitSettings
 from cellwork.resilience.backoff import backoff
 from cellwork.resilience.tasks import stop_task
 
@@ -56,6 +62,40 @@ _log = get_logger("cellwork.events.consumer")
 FETCH_WAIT = 0.5
 # How long a dead letter's publish may take before the message is kept for later.
 DEAD_LETTER_TIMEOUT = 5.0
+
+EVENTS_CONCURRENCY_LIMIT = "cellwork_events_concurrency_limit"
+EVENTS_IN_FLIGHT = "cellwork_events_in_flight"
+
+_gauges_lock = threading.Lock()
+_gauges: tuple[Gauge, Gauge] | None = None
+
+
+def concurrency_gauges() -> tuple[Gauge, Gauge]:
+    """Return (limit, in flight) of the process's consumers, by stream and durable; both
+    read their consumer at scrape time."""
+    global _gauges
+    with _gauges_lock:
+        if _gauges is None:
+            _gauges = (
+                Gauge(
+                    EVENTS_CONCURRENCY_LIMIT,
+                    "Handlers a consumer runs at once at most now (adaptive, up to its "
+                    "concurrency).",
+                    ["stream", "durable"],
+                ),
+                Gauge(
+                    EVENTS_IN_FLIGHT,
+                    "Messages a consumer is handling now.",
+                    ["stream", "durable"],
+                ),
+            )
+        return _gauges
+
+
+def consumer_limits(concurrency: int) -> LimitSettings:
+    """A consumer's adaptive limit: from ``concurrency`` handlers at once, its upper bound,
+    down to one."""
+    return LimitSettings(initial=concurrency, min_limit=1, max_limit=concurrency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +118,8 @@ Handler = Callable[[Delivery], Awaitable[None]]
 class Consumer:
     """Fetches from a durable pull consumer and runs a handler per message.
 
-    Options: ``ack_wait`` (s) before the server redelivers a message whose holder went
+    Options: ``concurrency``, the most handlers run at once (the limit adapts below it);
+    ``ack_wait`` (s) before the server redelivers a message whose holder went
     silent (15 s: with a heartbeat every 5 s, two may be lost before it counts);
     ``handler_timeout`` (s) before a run counts as a transient failure;
     ``retry_max_age`` (s since the message was stored) until a transiently failing
@@ -111,7 +152,7 @@ class Consumer:
         self.stream, self.durable, self.subject = stream, durable, subject
         self._handler = handler
         self._batch = batch
-        self._concurrency = concurrency
+        self._limiter = ConcurrencyLimiter(consumer_limits(concurrency), time.monotonic())
         self._ack_wait = ack_wait
         self._handler_timeout = handler_timeout
         self._policy = RetryPolicy(max_age=retry_max_age, base=retry_base, cap=retry_cap)
@@ -124,10 +165,24 @@ class Consumer:
         self._failed_total = metrics.failed
         self._dead_lettered_total = metrics.dead_lettered
         self._duration = metrics.duration.labels(stream, durable)
+        limit_gauge, in_flight_gauge = concurrency_gauges()
+        limiter = self._limiter
+        limit_gauge.labels(stream, durable).set_function(lambda: limiter.limit)
+        in_flight_gauge.labels(stream, durable).set_function(lambda: limiter.in_flight)
         self.handled = 0
         self.retried = 0
         self.dead_lettered = 0
         self.recreated = 0
+
+    @property
+    def concurrency_limit(self) -> int:
+        """Handlers this consumer runs at once at most now (adaptive, up to ``concurrency``)."""
+        return self._limiter.limit
+
+    @property
+    def in_flight(self) -> int:
+        """Messages being handled now."""
+        return self._limiter.in_flight
 
     def config(self) -> ConsumerConfig:
         """The durable's configuration, as created (and re-created) on the server."""
@@ -183,7 +238,7 @@ class Consumer:
     async def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            free = self._concurrency - len(self._in_flight)
+            free = self._limiter.limit - self._limiter.in_flight
             if free <= 0:
                 # Fetch only what can start now: a fetched message waiting here would
                 # run past ack_wait and be redelivered elsewhere while still held.
@@ -215,6 +270,7 @@ class Consumer:
                 with contextlib.suppress(Exception):
                     await msg.nak()
             for msg in messages[:free]:
+                self._limiter.try_acquire()  # under the limit: fetched no more than free
                 task = asyncio.create_task(self._handle(msg))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
@@ -247,6 +303,16 @@ class Consumer:
     # -- handling one message -----------------------------------------------------
 
     async def _handle(self, msg: Msg) -> None:
+        """Handle ``msg`` in the slot ``_run`` took for it; the limit learns how long it
+        was held (handler, ack and all)."""
+        started = time.monotonic()
+        try:
+            await self._handle_one(msg)
+        finally:
+            now = time.monotonic()
+            self._limiter.release(now - started, now)
+
+    async def _handle_one(self, msg: Msg) -> None:
         headers = msg.headers or {}
         delivery = Delivery(
             msg.subject,

@@ -5,6 +5,7 @@
     aggregate    concurrent parts with per-part deadlines, partial answers
     errors       every error answered from the error table; OpenAPI ``responses=``
     middleware   the edge's middleware, in the order a request meets it
+    shedding     an adaptive concurrency limit: 503 overloaded at once, probes exempt
     routing      routes that name their template for metrics
     probes       /healthz, /readyz, /metrics
     server       uvicorn in the service's loop on a port shared between instances
@@ -31,6 +32,7 @@ from cellwork.gateway.probes import DependencyCheck, ReadinessCheck, probe_route
 from cellwork.gateway.ratelimit import TokenBucketLimiter
 from cellwork.gateway.routing import TemplateRoute
 from cellwork.gateway.server import HttpServer, PortTaken
+from cellwork.gateway.shedding import LoadShedding
 
 __all__ = [
     "BodyLimit",
@@ -41,6 +43,7 @@ __all__ = [
     "HttpServer",
     "JwtCodec",
     "JwtKeys",
+    "LoadShedding",
     "PortTaken",
     "ReadinessCheck",
     "RequestContext",

@@ -1,7 +1,10 @@
 """The edge's middleware, in the order a request meets it:
 
     HttpMetrics      count and time every request by route template (outermost, so
-                     it sees every answer, a 413 included)
+                     it sees every answer, a 413 and a 503 overloaded included)
+    LoadShedding     requests over the edge's adaptive concurrency limit get 503
+                     overloaded with Retry-After at once, before anything else runs
+                     (shedding.py); probes pass
     RequestContext   the request becomes a root call context: request id, deadline
     BodyLimit        bodies over the limit get 413 payload_too_large, unread
 
@@ -23,15 +26,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cellwork.errors import PayloadTooLarge
 from cellwork.gateway.errors import error_response
+from cellwork.gateway.shedding import EDGE_LIMITS, LoadShedding
 from cellwork.observability.metrics import http_metrics
+from cellwork.resilience.adaptive import LimitSettings
 from cellwork.rpc.context import reset_current_call, root_context, set_current_call
 
 
-def edge_middleware(*, max_body_bytes: int, call_timeout: float) -> list[Middleware]:
-    """The edge's middleware, outermost first: HttpMetrics, RequestContext (a deadline of
-    ``call_timeout`` seconds per request), BodyLimit (``max_body_bytes``)."""
+def edge_middleware(
+    *,
+    max_body_bytes: int,
+    call_timeout: float,
+    limits: LimitSettings | None = EDGE_LIMITS,
+) -> list[Middleware]:
+    """The edge's middleware, outermost first: HttpMetrics, LoadShedding (an adaptive
+    concurrency limit shaped by ``limits``; None leaves it out), RequestContext (a
+    deadline of ``call_timeout`` seconds per request), BodyLimit (``max_body_bytes``)."""
+    shedding = [] if limits is None else [Middleware(LoadShedding, limits=limits)]
     return [
         Middleware(HttpMetrics),
+        *shedding,
         Middleware(RequestContext, timeout=call_timeout),
         Middleware(BodyLimit, max_bytes=max_body_bytes),
     ]

@@ -2,11 +2,28 @@
 
 The chain is data with fixed ends, in the order a call meets it:
 
-    boundary (fixed, outer)   call context from metadata and deadline, metrics,
-                              logs, domain errors -> gRPC status and, on a
-                              failed call, the error trailer (cellwork.errors)
-    *layers                   the service's own (bulkheads, auth, ...), in list order
+    boundary (fixed, outer)   refuses a call whose deadline passed before it was served
+                              (DEADLINE_EXCEEDED, no handler runs); call context from
+                              metadata and deadline, metrics, logs, domain errors ->
+                              gRPC status and, on a failed call, the error trailer
+                              (cellwork.errors)
+    limit (fixed)             the method's adaptive concurrency limit (rpc/shedding.py):
+                              a call over it is refused at once with RESOURCE_EXHAUSTED
+                              (Overloaded), never queued
+    *layers                   the service's own (auth, ...), in list order
     handler (fixed, inner)    the servicer method
+
+The limit sits right inside the boundary so that a shed call costs as little as
+possible and is still counted, timed and answered with the error trailer like every
+other call, and so that nothing a service adds runs for work that will be refused.
+
+Cancellation reaches the handler: grpc.aio cancels the call's task when the client
+cancels or its deadline expires, so the handler sees CancelledError at its next await
+(tests/integration/cellwork/rpc/test_interceptors.py holds it); the boundary counts it as
+CANCELLED and the limit stage frees its slot.
+
+Refusals for load (RESOURCE_EXHAUSTED, expired deadlines) are counted and timed but not
+logged one by one: they come by the thousand exactly when the server is busiest.
 
 Wrapped handlers are built once per method and cached, so a call pays for one
 dictionary lookup, not for rebuilding the chain.
@@ -22,10 +39,11 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 from grpc import aio
 
-from cellwork.errors import CellworkError, error_trailers
+from cellwork.errors import CellworkError, DeadlineExceeded, error_trailers
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import RpcMetrics, code_name, server_metrics
 from cellwork.observability.tracing import TraceContext, continue_trace, new_trace
+from cellwork.resilience.adaptive import ConcurrencyLimiter, LimitSettings
 from cellwork.rpc.context import (
     CALLER_HEADER,
     REQUEST_ID_HEADER,
@@ -37,8 +55,8 @@ from cellwork.rpc.context import (
     reset_current_call,
     set_current_call,
 )
+from cellwork.rpc.shedding import SERVER_LIMITS, Handler, limit_stage, shed_metrics
 
-Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Layer = Callable[[Handler], Handler]
 
 _log = get_logger("cellwork.rpc.server")
@@ -55,7 +73,7 @@ def _short_method(full: str) -> str:
     return f"{service.rpartition('.')[2]}/{method}"
 
 
-def _call_context(context: aio.ServicerContext[Any, Any]) -> CallContext:
+def _call_context(context: aio.ServicerContext[Any, Any], remaining: float | None) -> CallContext:
     request_id = ""
     trace: TraceContext | None = None
     caller = ""
@@ -77,12 +95,23 @@ def _call_context(context: aio.ServicerContext[Any, Any]) -> CallContext:
         request_id or trace.trace_id,  # a root call's request id is its trace id
         trace,
         caller,
-        deadline_from_remaining(context.time_remaining()),
+        deadline_from_remaining(remaining),
     )
 
 
+_EXPIRED = DeadlineExceeded("the deadline passed before the call was served")
+_EXPIRED_TRAILERS = error_trailers(_EXPIRED)
+# Codes the boundary does not log call by call (counted and timed all the same): a
+# client that gave up, and refusals for load.
+_QUIET_CODES = frozenset({"OK", "CANCELLED", "RESOURCE_EXHAUSTED"})
+
+
 class ServerChain(_Interceptor):
-    """Wraps every unary-unary handler in the boundary and the given layers."""
+    """Wraps every unary-unary handler in the boundary, the limit and the given layers.
+
+    ``limits`` shapes each method's adaptive concurrency limit (None: no limit stage);
+    ``limiters`` holds them by method (``Service/Method``) once a method was called.
+    """
 
     def __init__(
         self,
@@ -92,8 +121,11 @@ class ServerChain(_Interceptor):
         metrics: RpcMetrics | None = None,
         access_log: bool = False,
         slow_call_seconds: float = 1.0,
+        limits: LimitSettings | None = SERVER_LIMITS,
     ) -> None:
         self._service = service
+        self._limits = limits
+        self.limiters: dict[str, ConcurrencyLimiter] = {}
         self._layers = tuple(layers)
         self._metrics = metrics or server_metrics()
         self._access_log = access_log
@@ -118,8 +150,12 @@ class ServerChain(_Interceptor):
         inner = cast(Handler, handler.unary_unary)
         for layer in reversed(self._layers):
             inner = layer(inner)
+        short = _short_method(method)
+        if self._limits is not None:
+            limiter = self.limiters[short] = ConcurrencyLimiter(self._limits, time.monotonic())
+            inner = limit_stage(self._service, short, limiter, inner)
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._boundary(_short_method(method), inner),
+            self._boundary(short, inner),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -130,9 +166,17 @@ class ServerChain(_Interceptor):
         service, metrics = self._service, self._metrics
         in_flight = metrics.in_flight(service, method)
         access_log, slow = self._access_log, self._slow
+        refusal = shed_metrics().refusal.labels(service, method)
+        expired, expired_trailers = _EXPIRED, _EXPIRED_TRAILERS
 
         async def boundary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            call = _call_context(context)
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0.0:
+                # gRPC drops most such calls itself; one that was accepted while the
+                # loop was busy must not start work nobody waits for.
+                metrics.observe(service, method, "DEADLINE_EXCEEDED", 0.0)
+                await context.abort(expired.code, expired.message, expired_trailers)
+            call = _call_context(context, remaining)
             token = set_current_call(call)
             in_flight.inc()
             start = time.perf_counter()
@@ -165,7 +209,9 @@ class ServerChain(_Interceptor):
                 in_flight.dec()
                 metrics.observe(service, method, code, elapsed)
                 reset_current_call(token)
-                if access_log or elapsed >= slow or (code != "OK" and code != "CANCELLED"):
+                if code == "RESOURCE_EXHAUSTED":
+                    refusal.observe(elapsed)
+                if access_log or elapsed >= slow or code not in _QUIET_CODES:
                     _log.info(
                         "rpc.served",
                         method=method,

@@ -11,7 +11,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from cellwork.resilience.adaptive import ConcurrencyLimiter, LimitSettings
 from cellwork.rpc.interceptors import Layer, ServerChain
+from cellwork.rpc.shedding import SERVER_LIMITS
 
 RegisterFn = Callable[[Any, aio.Server], None]
 
@@ -26,6 +28,10 @@ class RpcServer:
     NOT_SERVING until ``set_serving(True)``, once everything behind the servicers has
     started), ``drain(timeout)`` (health NOT_SERVING, refuse new calls, wait for
     in-flight ones up to ``timeout``), ``close()`` (stop now).
+
+    Each method's in-flight calls are held to an adaptive concurrency limit shaped by
+    ``limits`` (``rpc/shedding.py``; None turns shedding off): there is no worker count
+    to tune, and what is over the limit is refused at once as ``Overloaded``.
     """
 
     def __init__(
@@ -38,19 +44,20 @@ class RpcServer:
         access_log: bool = False,
         slow_call_seconds: float = 1.0,
         options: Sequence[tuple[str, Any]] = (),
+        limits: LimitSettings | None = SERVER_LIMITS,
     ) -> None:
         self.service = service
         self.host = host
         self.port = port
+        self._chain = ServerChain(
+            service,
+            layers,
+            access_log=access_log,
+            slow_call_seconds=slow_call_seconds,
+            limits=limits,
+        )
         self._server = aio.server(
-            interceptors=[
-                ServerChain(
-                    service,
-                    layers,
-                    access_log=access_log,
-                    slow_call_seconds=slow_call_seconds,
-                )
-            ],
+            interceptors=[self._chain],
             options=[("grpc.so_reuseport", 0), *options],
         )
         self.health = HealthServicer()
@@ -70,6 +77,11 @@ class RpcServer:
             raise RuntimeError("add servicers before start()")
         register(servicer, self._server)
         self._service_names.append(full_name)
+
+    @property
+    def limiters(self) -> dict[str, ConcurrencyLimiter]:
+        """Each method's concurrency limiter, by ``Service/Method``, once it was called."""
+        return self._chain.limiters
 
     @property
     def service_names(self) -> tuple[str, ...]:

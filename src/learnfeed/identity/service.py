@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from cellwork import Service, ServiceSettings, Unauthenticated
 from cellwork.gateway import JwtCodec
 from learnfeed.identity import domain
+from learnfeed.identity.hashing import HashingPool
 from learnfeed.identity.store import MIGRATIONS, IdentityStore, User
 from learnfeed.retention import Prune
 from learnfeed.settings import LearnfeedSettings
 from learnfeed.v1 import identity_pb2 as pb
 from learnfeed.v1 import identity_pb2_grpc as rpc
 
-T = TypeVar("T")
 SERVICE_NAME = "identity"
 PROTO_NAME = "learnfeed.v1.Identity"
 
@@ -28,23 +25,25 @@ PROTO_NAME = "learnfeed.v1.Identity"
 class IdentityServicer(rpc.IdentityServicer):
     """Sign-up, login, token rotation, profiles and follows."""
 
-    def __init__(self, store: IdentityStore, jwt: JwtCodec, refresh_ttl: int) -> None:
+    def __init__(
+        self,
+        store: IdentityStore,
+        jwt: JwtCodec,
+        refresh_ttl: int,
+        hashing: HashingPool | None = None,
+    ) -> None:
         self.store = store
         self.jwt = jwt
         self.refresh_ttl = refresh_ttl
         self.hasher = domain.password_hasher()
-        # argon2 takes ~15 ms of CPU and 19 MiB a hash: a small pool of its own bounds both
-        # (asyncio's default pool would run up to 32 at once on a 2-core machine).
-        self._hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+        # A thread per core; sign-ups and logins it cannot take in time get Overloaded.
+        self.hashing = hashing or HashingPool()
         # A hash for unknown emails, so a wrong email costs as long as a wrong password.
         self._decoy = self.hasher.hash("decoy-password")
 
-    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._hashing, fn, *args)
-
     async def close(self) -> None:
         """Stop the hashing threads (after in-flight calls have finished)."""
-        self._hashing.shutdown(wait=False, cancel_futures=True)
+        self.hashing.close()
 
     async def _tokens(self, user_id: str, family: str | None = None) -> pb.TokenPair:
         refresh = domain.new_refresh_token()
@@ -69,7 +68,7 @@ class IdentityServicer(rpc.IdentityServicer):
         email = domain.normalize_email(request.email)
         password = domain.check_password(request.password)
         name = domain.check_name(request.name)
-        password_hash = await self._off_loop(self.hasher.hash, password)
+        password_hash = await self.hashing.run(self.hasher.hash, password)
         user = User(domain.new_user_id(), email, name, password_hash, time.time())
         await self.store.create_user(user)
         return await self._tokens(user.id)
@@ -81,7 +80,7 @@ class IdentityServicer(rpc.IdentityServicer):
             raise Unauthenticated("wrong email or password") from None
         user = await self.store.user_by_email(email)
         try:
-            await self._off_loop(
+            await self.hashing.run(
                 self.hasher.verify, user.password_hash if user else self._decoy, request.password
             )
         except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -89,7 +88,7 @@ class IdentityServicer(rpc.IdentityServicer):
         if user is None:
             raise Unauthenticated("wrong email or password")
         if self.hasher.check_needs_rehash(user.password_hash):
-            new_hash = await self._off_loop(self.hasher.hash, request.password)
+            new_hash = await self.hashing.run(self.hasher.hash, request.password)
             await self.store.update_password_hash(user.id, new_hash)
         return await self._tokens(user.id)
 

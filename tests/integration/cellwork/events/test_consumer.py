@@ -327,3 +327,67 @@ async def test_the_consumer_resumes_after_nats_restarts_with_an_empty_store(
     finally:
         await consumer.drain(BOUND)
         await nc.close()
+
+
+async def test_a_consumer_never_holds_more_messages_than_its_limit_lets_it_run(js) -> None:
+    started = 0
+    release = asyncio.Event()
+
+    async def held(d: Delivery) -> None:
+        nonlocal started
+        started += 1
+        await release.wait()
+
+    consumer = Consumer(
+        js, stream="ORDERS", durable="bounded", subject="orders.*", handler=held, concurrency=8
+    )
+    publisher = Publisher(js)
+    for n in range(50):
+        await publisher.publish("orders.new", str(n).encode(), msg_id=f"bounded-{n}")
+    await consumer.start()
+    try:
+        await wait_until(lambda: started == 8, "the limit's worth of handlers to start")
+        assert consumer.in_flight == consumer.concurrency_limit == 8
+        info = await js.consumer_info("ORDERS", "bounded")
+        assert info.num_ack_pending == 8  # fetched: exactly what runs, none waiting here
+        metrics = {
+            name: REGISTRY.get_sample_value(name, {"stream": "ORDERS", "durable": "bounded"})
+            for name in ("cellwork_events_concurrency_limit", "cellwork_events_in_flight")
+        }
+        assert metrics == {
+            "cellwork_events_concurrency_limit": 8.0,
+            "cellwork_events_in_flight": 8.0,
+        }
+        release.set()
+        await wait_until(lambda: consumer.handled == 50, "every message handled")
+        assert consumer.in_flight == 0
+    finally:
+        release.set()
+        await consumer.drain(BOUND)
+
+
+async def test_handlers_slowing_down_together_lower_the_concurrency_below_its_bound(js) -> None:
+    slow = asyncio.Event()
+
+    async def handle(d: Delivery) -> None:
+        # 20 ms each at first; then ten times that, as when a dependency queues the work.
+        await asyncio.sleep(0.2 if slow.is_set() else 0.02)
+
+    consumer = Consumer(
+        js, stream="ORDERS", durable="adapting", subject="orders.*", handler=handle, concurrency=16
+    )
+    publisher = Publisher(js)
+    # 16 at a time, 20 ms each: at least 1.4 s of work, enough windows for the limit to
+    # learn the usual latency.
+    for n in range(1200):
+        await publisher.publish("orders.new", b"x", msg_id=f"adapting-{n}")
+    await consumer.start()
+    try:
+        await wait_until(lambda: consumer.handled >= 1100, "the quick messages to be handled")
+        assert consumer.concurrency_limit == 16  # steady latency: the bound holds
+        slow.set()
+        for n in range(1200, 1800):
+            await publisher.publish("orders.new", b"x", msg_id=f"adapting-{n}")
+        await wait_until(lambda: consumer.concurrency_limit < 12, "the limit to come down")
+    finally:
+        await consumer.close()

@@ -1,13 +1,20 @@
 """The call path over real gRPC and NATS: deadlines, ids and the caller travel with the call;
-errors cross as their class; the server's boundary counts every call."""
+errors cross as their class; the server's boundary counts every call, refuses a call whose
+deadline passed before it was served, and a cancelled call cancels its handler."""
 
 import asyncio
+import time
 import urllib.request
 
+import grpc
 import pytest
+from grpc import aio
 
 from cellwork import errors
-from cellwork.testing.v1 import echo_pb2
+from cellwork.observability.metrics import server_metrics
+from cellwork.rpc.interceptors import ServerChain
+from cellwork.testing.v1 import echo_pb2, echo_pb2_grpc
+from tests.waiting import wait_until
 
 
 def wire_slack(ms: float) -> float:
@@ -114,3 +121,113 @@ async def test_server_metrics_count_calls_by_method_and_code(client, two_echoes)
     assert "cellwork_rpc_server_duration_seconds_bucket" in text
     assert "cellwork_rpc_client_requests_total" in text
     assert "process_resident_memory_bytes" in text
+
+
+# --- deadlines at the server: refused on arrival, cancellation reaching the handler ----
+
+
+class Watched(echo_pb2_grpc.EchoServicer):
+    """An echo that counts the calls it starts and those cancelled under it."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.cancelled = 0
+        self.release = asyncio.Event()
+
+    async def Echo(self, request, context):
+        self.started += 1
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return echo_pb2.EchoResponse(payload=request.payload)
+
+
+class BusyLoopBeforeTheChain(aio.ServerInterceptor):
+    """Keeps the loop busy between gRPC accepting a call and the chain's boundary, as a
+    server busy with CPU work does; ``stall`` seconds, for calls with ``x-stall``."""
+
+    def __init__(self, stall: float) -> None:
+        self.stall = stall
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        metadata = dict(details.invocation_metadata or ())
+        if handler is None or "x-stall" not in metadata:
+            return handler
+        chain = handler.unary_unary
+
+        async def stalled(request, context):
+            busy_until = time.monotonic() + self.stall
+            while time.monotonic() < busy_until:  # CPU work holding the loop
+                pass
+            return await chain(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            stalled,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@pytest.fixture
+async def watched_server():
+    servicer = Watched()
+    chain = ServerChain("watched")
+    server = aio.server(interceptors=[BusyLoopBeforeTheChain(0.3), chain])
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield servicer, chain, echo_pb2_grpc.EchoStub(channel)
+    await server.stop(None)
+
+
+async def test_a_call_whose_deadline_passed_before_it_was_served_never_runs_its_handler(
+    watched_server,
+):
+    servicer, _chain, stub = watched_server
+    expired_before = server_metrics().count("watched", "Echo/Echo", "DEADLINE_EXCEEDED")
+    for _ in range(3):
+        with pytest.raises(aio.AioRpcError) as failed:
+            await stub.Echo(echo_pb2.EchoRequest(), timeout=0.1, metadata=(("x-stall", "1"),))
+        assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await wait_until(
+        lambda: (
+            server_metrics().count("watched", "Echo/Echo", "DEADLINE_EXCEEDED")
+            == expired_before + 3
+        ),
+        "the boundary to refuse the three expired calls",
+    )
+    assert servicer.started == 0
+    # The same method with time left still runs.
+    servicer.release.set()
+    assert (await stub.Echo(echo_pb2.EchoRequest(payload=b"ok"), timeout=5)).payload == b"ok"
+    assert servicer.started == 1
+
+
+async def test_a_client_cancelling_its_call_cancels_the_handler_and_frees_its_slot(
+    watched_server,
+):
+    servicer, chain, stub = watched_server
+    call = stub.Echo(echo_pb2.EchoRequest(), timeout=30)
+    await wait_until(lambda: servicer.started == 1, "the handler to start")
+    assert chain.limiters["Echo/Echo"].in_flight == 1
+    call.cancel()
+    await wait_until(lambda: servicer.cancelled == 1, "the handler to see CancelledError")
+    await wait_until(lambda: chain.limiters["Echo/Echo"].in_flight == 0, "the slot to be freed")
+
+
+async def test_a_deadline_expiring_mid_call_cancels_the_handler(watched_server):
+    servicer, chain, stub = watched_server
+    cancelled_before = server_metrics().count("watched", "Echo/Echo", "CANCELLED")
+    with pytest.raises(aio.AioRpcError) as failed:
+        await stub.Echo(echo_pb2.EchoRequest(), timeout=0.3)
+    assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await wait_until(lambda: servicer.cancelled == 1, "the handler to see CancelledError")
+    await wait_until(
+        lambda: server_metrics().count("watched", "Echo/Echo", "CANCELLED") == cancelled_before + 1,
+        "the boundary to count the call as cancelled",
+    )
+    assert chain.limiters["Echo/Echo"].in_flight == 0

@@ -9,11 +9,13 @@ from starlette.routing import Route
 from cellwork.gateway import (
     BodyLimit,
     HttpMetrics,
+    LoadShedding,
     RequestContext,
     TemplateRoute,
     edge_middleware,
     install_error_handlers,
 )
+from cellwork.gateway.shedding import EDGE_LIMITS
 from cellwork.observability.metrics import http_metrics
 from cellwork.rpc.context import current_call
 
@@ -42,11 +44,22 @@ def client(app: Starlette) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
 
 
-def test_the_edge_middleware_is_metrics_then_request_context_then_body_limit() -> None:
+def test_the_edge_middleware_is_metrics_then_shedding_then_request_context_then_body_limit():
     layers = edge_middleware(max_body_bytes=123, call_timeout=0.5)
+    assert [layer.cls for layer in layers] == [
+        HttpMetrics,
+        LoadShedding,
+        RequestContext,
+        BodyLimit,
+    ]
+    assert layers[1].kwargs == {"limits": EDGE_LIMITS}
+    assert layers[2].kwargs == {"timeout": 0.5}
+    assert layers[3].kwargs == {"max_bytes": 123}
+
+
+def test_an_edge_without_limits_has_no_shedding_layer() -> None:
+    layers = edge_middleware(max_body_bytes=123, call_timeout=0.5, limits=None)
     assert [layer.cls for layer in layers] == [HttpMetrics, RequestContext, BodyLimit]
-    assert layers[1].kwargs == {"timeout": 0.5}
-    assert layers[2].kwargs == {"max_bytes": 123}
 
 
 async def test_a_request_within_the_limit_reaches_the_route_with_its_call_context() -> None:
