@@ -259,7 +259,7 @@ def restart(
         shown = 0
         while True:
             for step in rollout["steps"][shown:]:
-                console.print(escape(step))
+                console.print(escape(step), soft_wrap=True)
             shown = len(rollout["steps"])
             if rollout["state"] != "running":
                 return rollout

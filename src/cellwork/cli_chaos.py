@@ -141,7 +141,7 @@ def chaos_delay(
     values = {"cpu": cpu, "delay_ms": ms}
     _set_faults(service, values, instance, (cell, file, state_dir, nats_url))
     how = "burning CPU" if cpu else "sleeping"
-    console.print(f"{instance or service}: every call delayed {ms:g} ms ({how})")
+    console.print(f"{instance or service}: every call delayed {ms:g} ms ({how})", soft_wrap=True)
 
 
 @chaos.command("fail")
@@ -160,7 +160,9 @@ def chaos_fail(
     """Fail RATE of the calls SERVICE (or one instance) answers with --code, until cleared."""
     values = {"fail_code": code.upper(), "fail_rate": rate}
     _set_faults(service, values, instance, (cell, file, state_dir, nats_url))
-    console.print(f"{instance or service}: {rate:.0%} of calls fail with {code.upper()}")
+    console.print(
+        f"{instance or service}: {rate:.0%} of calls fail with {code.upper()}", soft_wrap=True
+    )
 
 
 @chaos.command("clear")
@@ -182,6 +184,6 @@ def chaos_clear(
         nats, lambda js: clear_group(js, nats.config_bucket, service, FAULTS, instance=instance)
     )
     if not cleared:
-        console.print(f"{instance or service}: no faults were set")
+        console.print(f"{instance or service}: no faults were set", soft_wrap=True)
         return
-    console.print(f"{instance or service}: faults cleared ({', '.join(cleared)})")
+    console.print(f"{instance or service}: faults cleared ({', '.join(cleared)})", soft_wrap=True)

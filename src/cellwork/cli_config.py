@@ -59,15 +59,16 @@ def config_get(
         return
     default = json.dumps(found["default"])
     if found["value"] is None:
-        console.print(f"{escape(key)} is not set: {escape(default)} (the default)")
+        console.print(f"{escape(key)} is not set: {escape(default)} (the default)", soft_wrap=True)
     else:
         value = json.dumps(found["value"])
         revision = found["revision"]
         console.print(
-            f"{escape(key)} = {escape(value)} (revision {revision}; default {escape(default)})"
+            f"{escape(key)} = {escape(value)} (revision {revision}; default {escape(default)})",
+            soft_wrap=True,
         )
     for instance, value in found["instances"].items():
-        console.print(f"  on {escape(instance)}: {escape(json.dumps(value))}")
+        console.print(f"  on {escape(instance)}: {escape(json.dumps(value))}", soft_wrap=True)
 
 
 @config_app.command("set")
@@ -106,4 +107,6 @@ def config_set(
     )
     for written_key, revision in written.items():
         shown = json.dumps(parsed)
-        console.print(f"{escape(written_key)} = {escape(shown)} (revision {revision})")
+        console.print(
+            f"{escape(written_key)} = {escape(shown)} (revision {revision})", soft_wrap=True
+        )
