@@ -238,9 +238,10 @@ class Service:
 
         ``apply(value)`` gets each new value, validated by ``model`` (on start too, when
         the bucket holds any): it runs on the event loop and should only swap a
-        reference. ``initial`` (default ``model()``) is the value before any key is set.
-        The group's ``value`` is the value applied now. Raises ValueError for a bad or
-        taken group name, RuntimeError after start.
+        reference (``service.live("calls", CallPolicy, client.apply)``). ``initial``
+        (default ``model()``) is the value before any key is set. The group's ``value``
+        is the value applied now. Raises ValueError for a bad or taken group name,
+        RuntimeError after start.
         """
         if self._started:
             raise RuntimeError("declare live settings in the composition root, before start()")

@@ -184,3 +184,18 @@ async def test_a_nats_that_lost_its_store_gets_the_bucket_and_schemas_back_value
         assert record is not None and json.loads(record[0])["instance"] == "knobs-0"
     finally:
         await nc.close()
+
+
+async def test_groups_are_declared_once_and_before_start(nats_server):
+    service = Service("knobs", ServiceSettings(nats_url=nats_server.url))
+    with pytest.raises(ValueError, match="already has a live settings group 'faults'"):
+        service.live("faults", Knobs, print)  # every service declares its faults
+    with pytest.raises(ValueError, match="named by"):
+        service.live("no.dots", Knobs, print)
+    service.live("knobs", Knobs, print)
+    await service.start()
+    try:
+        with pytest.raises(RuntimeError, match="before start"):
+            service.live("later", Knobs, print)
+    finally:
+        await service.drain(1)
