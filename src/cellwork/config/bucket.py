@@ -42,11 +42,14 @@ class ConfigBucket:
     """Read and write the config bucket. Methods raise what nats-py raises without a
     connection; ``open`` raises ``Unavailable`` when the bucket does not settle."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, name: str, replicas: int) -> None:
+    def __init__(
+        self, js: JetStreamContext, kv: KeyValue, name: str, replicas: int, *, heal: bool = True
+    ) -> None:
         self.js = js
         self.kv = kv
         self.name = name
         self.replicas = replicas
+        self._heal = heal  # an instance's handle re-creates a lost bucket; a command's does not
 
     @classmethod
     async def open(cls, nc: NatsClient, name: str, replicas: int = 1) -> ConfigBucket:
@@ -64,7 +67,7 @@ class ConfigBucket:
             raise NotFound(
                 f"there is no config bucket {name!r}: no instance has published live settings"
             ) from None
-        return cls(js, kv, name, 1)
+        return cls(js, kv, name, 1, heal=False)
 
     async def ensure(self) -> KeyValue:
         """Make sure the bucket exists (re-create it if the server lost it)."""
@@ -72,10 +75,13 @@ class ConfigBucket:
         return self.kv
 
     async def put(self, key: str, value: bytes) -> int:
-        """Write ``key``; returns its new revision. Re-creates a missing bucket first."""
+        """Write ``key``; returns its new revision. An opened bucket that went missing is
+        re-created first; a bound one raises NotFound."""
         try:
             return await self.kv.put(key, value)
         except (NoStreamResponseError, NotFoundError):
+            if not self._heal:
+                raise NotFound(f"the config bucket {self.name!r} is gone") from None
             await self.ensure()
             return await self.kv.put(key, value)
 

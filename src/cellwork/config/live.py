@@ -3,7 +3,9 @@
 ``LiveSettings`` is what ``Service`` runs for the groups it declared
 (``service.live(...)``): on start it opens the config bucket (creating it if need
 be), publishes each group's JSON Schema under ``<service>.<group>._schema`` (what
-``cellwork config set`` validates against), and watches ``<service>.>``: the watch's
+``cellwork config set`` validates against; when two versions of a service run side by
+side, the last to publish wins, and each instance still checks values with its own
+model), and watches ``<service>.>``: the watch's
 replay of what is set now is applied before the instance serves, each later change as
 it comes (``config.dynamic`` says how a value is layered and validated).
 
