@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cellwork.cli_chaos import chaos
+from cellwork.cli_config import config_app
 from cellwork.cli_dlq import dlq_app
 from cellwork.cli_support import (
     CellFile,
@@ -26,7 +27,7 @@ from cellwork.cli_support import (
     fail,
     find_cell,
 )
-from cellwork.errors import CellworkError
+from cellwork.errors import CellworkError, Unavailable
 from cellwork.runtime.cellfile import CellFileError
 from cellwork.runtime.cells import resolve_cell
 from cellwork.runtime.control import STATE_FILE, CellState, request
@@ -231,6 +232,53 @@ def scale(
     console.print(f"{result['service']}: {result['before']} -> {result['after']} instances")
 
 
+ROLLOUT_POLL = 0.5  # seconds between looks at a rolling restart's progress
+
+
+@app.command()
+def restart(
+    service: Annotated[str, typer.Argument(help="service name in the cell file")],
+    rolling: Annotated[
+        bool,
+        typer.Option("--rolling", help="one instance at a time, the new one serving first"),
+    ] = False,
+    cell: CellOption = None,
+    file: CellFile = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Replace every instance of SERVICE, one at a time: start a new one, wait until it
+    serves, then drain the old one. Prints each step; exits 0 when all are replaced, 1
+    with the reason when the supervisor refuses or a new instance does not start (the
+    old one keeps serving). Ctrl-C stops watching, not the restart."""
+    if not rolling:
+        raise fail("say --rolling: restarting every instance at once would drop calls", 2)
+    state = find_cell(cell, file, state_dir)
+
+    async def follow() -> dict[str, Any]:
+        rollout: dict[str, Any] = await request(state, "restart", {"service": service}, 15)
+        shown = 0
+        while True:
+            for step in rollout["steps"][shown:]:
+                console.print(escape(step), soft_wrap=True)
+            shown = len(rollout["steps"])
+            if rollout["state"] != "running":
+                return rollout
+            await asyncio.sleep(ROLLOUT_POLL)
+            status = await request(state, "status", {}, 15)
+            number = rollout["number"]
+            found = [r for r in status["rollouts"] if r["number"] == number]
+            if not found:  # the supervisor was restarted meanwhile
+                raise Unavailable(f"the cell no longer knows rolling restart {number}")
+            rollout = found[0]
+
+    try:
+        ended = run_forever(follow())
+    except CellworkError as exc:
+        raise fail(exc.message) from None
+    if ended["state"] != "done":
+        raise fail(ended["reason"])
+
+
 @app.command()
 def stream(
     url: Annotated[str, typer.Option(help="the push socket")] = DEFAULT_URL,
@@ -380,6 +428,7 @@ def loadgen(
 
 
 app.add_typer(chaos, name="chaos")
+app.add_typer(config_app, name="config")
 app.add_typer(dlq_app, name="dlq")
 
 

@@ -3,17 +3,25 @@ it fails."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cellwork.config.settings import ServiceSettings
 from cellwork.errors import CellworkError
 from cellwork.runtime.cellfile import CellFileError
 from cellwork.runtime.cells import resolve_cell
 from cellwork.runtime.control import CellState
+
+if TYPE_CHECKING:
+    from nats.js.client import JetStreamContext
+
+T = TypeVar("T")
 
 console = Console()
 err = Console(stderr=True)
@@ -58,5 +66,52 @@ def find_cell(name: str | None, file: Path | None, state_dir: Path | None) -> Ce
             raise fail(f"{exc}\n(or pass --state-dir to find a running cell)", 2) from None
     try:
         return CellState.read(state_dir)
+    except CellworkError as exc:
+        raise fail(exc.message) from None
+
+
+NatsUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-url",
+        help="this NATS instead of the running cell's (buckets named as CELLWORK_* says)",
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CellNats:
+    """Where a command finds a cell's NATS and the buckets its instances use."""
+
+    url: str
+    config_bucket: str
+    registry_bucket: str
+
+
+def cell_nats(
+    name: str | None, file: Path | None, state_dir: Path | None, nats_url: str | None
+) -> CellNats:
+    """The running cell's NATS and buckets (from its ``cell.json``), or, with
+    ``--nats-url``, that NATS and the buckets ``CELLWORK_*`` name (as instances read
+    them: a cell on Kubernetes has no ``cell.json`` here)."""
+    if nats_url:
+        settings = ServiceSettings()
+        return CellNats(nats_url, settings.config_bucket, settings.registry_bucket)
+    state = find_cell(name, file, state_dir)
+    return CellNats(state.nats_url, state.config_bucket, state.registry_bucket)
+
+
+def on_nats(where: CellNats, action: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+    """Run ``action`` on a short JetStream session with the cell's NATS; exits 1 with
+    the reason when NATS is unreachable or ``action`` raises a CellworkError."""
+    from cellwork.events.connection import jetstream_session
+    from cellwork.runtime.serve import run_forever
+
+    async def run() -> T:
+        async with jetstream_session(where.url, "cellwork-cli") as js:
+            return await action(js)
+
+    try:
+        return run_forever(run())
     except CellworkError as exc:
         raise fail(exc.message) from None

@@ -17,7 +17,8 @@ once and are connected on start; calls before start fail with ``Unavailable``
 (``NoEndpoints`` for a client).
 
 Lifecycle (shared by every long-lived part): ``start()`` serves metrics, connects
-NATS (waiting, with a logged back-off, while it is down), ensures streams, connects
+NATS (waiting, with a logged back-off, while it is down), applies the live settings
+the config bucket holds (``live``; faults too), ensures streams, connects
 the publisher and fan-out, migrates databases, starts outbox relays and client
 watchers, serves gRPC (NOT_SERVING), runs start hooks, starts jobs, consumers and
 HTTP servers, and only then turns health SERVING and registers;
@@ -29,7 +30,11 @@ When NATS goes away the instance keeps serving (static stability): its clients
 keep their last-known endpoints, its registration puts its record again as soon
 as NATS is back (re-creating the registry bucket if the server lost it), and
 after each reconnection the service ensures its streams again, whatever state
-the server came back in, before running its ``on_reconnect`` hooks.
+the server came back in, before running its ``on_reconnect`` hooks. Live settings
+keep their applied values meanwhile and catch up when NATS is back.
+
+Every instance injects faults on request (``cellwork chaos delay|fail``): a
+``FaultLayer`` innermost in its server chain, fed by the live group ``faults``.
 ``dependencies()`` tells which infrastructure is degraded meanwhile (also the
 gauge ``cellwork_dependency_up``), for a readiness check's body.
 """
@@ -46,7 +51,10 @@ from wsgiref.simple_server import WSGIServer
 
 from grpc import aio
 from nats.aio.client import Client as NatsClient
+from pydantic import BaseModel
 
+from cellwork.config.dynamic import LiveGroup
+from cellwork.config.live import LiveSettings
 from cellwork.config.settings import ServiceSettings
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.discovery.registry import Registration, Registry
@@ -61,6 +69,7 @@ from cellwork.observability.metrics import dependency_up, start_metrics_server
 from cellwork.resilience.backoff import backoff
 from cellwork.resilience.tasks import stop_task
 from cellwork.rpc.client import Client, balanced_client
+from cellwork.rpc.faults import FAULTS_GROUP, FaultLayer, Faults
 from cellwork.rpc.interceptors import Layer
 from cellwork.rpc.server import RegisterFn, RpcServer
 
@@ -73,6 +82,7 @@ if TYPE_CHECKING:  # SQLAlchemy and the HTTP edge load only in services that use
     from cellwork.gateway.server import HttpServer
 
 StubT = TypeVar("StubT")
+M = TypeVar("M", bound=BaseModel)
 ClientT = TypeVar("ClientT", bound=Client[Any])
 Hook = Callable[[], Awaitable[None]]
 Job = Callable[[], Coroutine[Any, Any, None]]
@@ -92,6 +102,10 @@ class Service:
         self.name = self.settings.service or name
         self.declared_name = name
         self.layers: list[Layer] = []
+        # Innermost, after every layer of the service's own: a fault is injected where
+        # the handler would run, inside whatever policy is meant to cope with it.
+        self.faults = FaultLayer(self.name)
+        self.live_settings = LiveSettings(self.name, self.settings.instance_id)
         self.publisher = Publisher()
         self.bus = Fanout()
         self.stopped = asyncio.Event()
@@ -119,6 +133,7 @@ class Service:
         self._started = False
         self._serving = False
         self._after_reconnect: asyncio.Task[None] | None = None
+        self.live(FAULTS_GROUP, Faults, self.faults.apply)
 
     # -- declaring (in the composition root, before start) -------------------------
 
@@ -209,6 +224,31 @@ class Service:
         self._clients.append(client)
         return client
 
+    def live(
+        self,
+        group: str,
+        model: type[M],
+        apply: Callable[[M], None],
+        *,
+        initial: M | None = None,
+    ) -> LiveGroup[M]:
+        """Settings changed while the instance runs: ``model``'s fields, under the keys
+        ``<service>.<group>.<field>`` (and ``...<field>.<instance id>`` for one instance)
+        of the config bucket, set with ``cellwork config set``.
+
+        ``apply(value)`` gets each new value, validated by ``model`` (on start too, when
+        the bucket holds any): it runs on the event loop and should only swap a
+        reference (``service.live("calls", CallPolicy, client.apply)``). ``initial``
+        (default ``model()``) is the value before any key is set. The group's ``value``
+        is the value applied now. Raises ValueError for a bad or taken group name,
+        RuntimeError after start.
+        """
+        if self._started:
+            raise RuntimeError("declare live settings in the composition root, before start()")
+        made = LiveGroup(group, model, apply, model() if initial is None else initial)
+        self.live_settings.add(made)
+        return made
+
     def on_start(self, hook: Hook) -> Hook:
         """Run ``await hook()`` once connected and migrated, before health turns SERVING."""
         self._on_start.append(hook)
@@ -286,6 +326,7 @@ class Service:
         self._registry = await Registry.open(
             self._nc, s.registry_bucket, s.registry_ttl, replicas=s.stream_replicas
         )
+        await self.live_settings.start(self._nc, s.config_bucket, replicas=s.stream_replicas)
         js = self._nc.jetstream()
         await self._ensure_streams()
         self.publisher.start(js)
@@ -307,7 +348,7 @@ class Service:
             self.name,
             host=s.host,
             port=s.grpc_port,
-            layers=self.layers,
+            layers=[*self.layers, self.faults],
             access_log=s.access_log,
             slow_call_seconds=s.slow_call_seconds,
         )
@@ -407,6 +448,7 @@ class Service:
         for outbox in self._outboxes:
             await outbox.close()
         await self.bus.close()
+        await self.live_settings.close()
         for watcher in self._watchers:
             await watcher.close()
         self._watchers = []

@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
     version: str = "dev"
     state_dir: Path = Path(".cellwork")
     registry_bucket: str = "cellwork_registry"
+    config_bucket: str = Field(
+        "cellwork_config", description="the key-value bucket of live settings (and faults)"
+    )
     stream_replicas: int = Field(
         1, ge=1, le=5, description="copies of each stream and of the registry on a NATS cluster"
     )

@@ -1,10 +1,10 @@
 """The cell's control channel: one Unix socket in the state directory, no NATS.
 
-``cellwork status``, ``scale``, ``probe`` and ``chaos`` must work when NATS does
-not -- that is when they are needed most -- so the supervisor answers on
-``<state dir>/control.sock`` (mode 0600: only its user may steer the cell). The
-CLI finds it, and the rest of what a running cell publishes about itself, in
-``<state dir>/cell.json``, written at start-up.
+``cellwork status``, ``scale``, ``restart``, ``probe`` and ``chaos kill|pause|nats``
+must work when NATS does not -- that is when they are needed most -- so the
+supervisor answers on ``<state dir>/control.sock`` (mode 0600: only its user may
+steer the cell). The CLI finds it, and the rest of what a running cell publishes
+about itself, in ``<state dir>/cell.json``, written at start-up.
 
 The protocol is JSON lines: the client sends ``{"verb": "scale", "service":
 "feed", "replicas": 3}``, the supervisor answers ``{"result": ...}`` or
@@ -61,6 +61,10 @@ class CellState:
     state_dir: str
     nats_monitor_url: str = ""  # the embedded nats-server's monitoring port (/varz, /jsz)
     control_socket: str = ""  # the supervisor's control socket
+    # The buckets the cell's instances use (``ServiceSettings``): ``cellwork config`` and
+    # ``chaos delay|fail`` read and write them on ``nats_url``.
+    registry_bucket: str = "cellwork_registry"
+    config_bucket: str = "cellwork_config"
 
     def write(self, state_dir: Path) -> None:
         (state_dir / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))

@@ -139,6 +139,16 @@ class NatsRestartRequested:
     reply: asyncio.Future[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class RestartRequested:
+    """``cellwork restart SERVICE --rolling``: replace the instances of ``service`` one at
+    a time (``runtime.rollout``); answered on ``reply`` at once, with the rollout begun
+    (its ``number``, to follow it in ``status``), or ``RequestRefused``."""
+
+    service: str
+    reply: asyncio.Future[dict[str, Any]]
+
+
 SupervisorEvent = (
     Tick
     | Exited
@@ -151,4 +161,5 @@ SupervisorEvent = (
     | KillRequested
     | PauseRequested
     | NatsRestartRequested
+    | RestartRequested
 )

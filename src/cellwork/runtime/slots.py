@@ -44,6 +44,8 @@ class Slot:
     next_start_at: float = 0.0
     stopping: bool = False  # scale-down or cell drain: do not restart
     replacing: bool = False  # scaled down, then up again before it exited: start it anew
+    generation: int = 0  # a rolling restart starts the next one beside the current
+    superseded: bool = False  # retired by a rolling restart: the slot goes when it exits
     kill_at: float | None = None  # monotonic time to escalate to SIGKILL
     resume_at: float | None = None  # paused (SIGSTOP) by chaos: monotonic time to SIGCONT
     host: str = ""
@@ -52,7 +54,10 @@ class Slot:
 
     @property
     def instance_id(self) -> str:
-        return f"{self.service}-{self.index}"
+        """``<service>-<index>``, then ``<service>-<index>-g<generation>`` after rolling
+        restarts: the two generations of a slot live side by side for a moment."""
+        base = f"{self.service}-{self.index}"
+        return f"{base}-g{self.generation}" if self.generation else base
 
     @property
     def alive(self) -> bool:

@@ -21,8 +21,10 @@ What it does:
 - kills and replaces an instance that, having served, does not answer its health
   check for ``hang_timeout`` (or that does not reach SERVING within
   ``startup_timeout``, a clock that stops while NATS is down);
-- scales a service up or down while running, and acts on ``cellwork chaos``;
-- answers ``cellwork status``/``scale``/``chaos`` on a Unix socket (``control``),
+- scales a service up or down while running, replaces its instances one at a time
+  (``cellwork restart SERVICE --rolling``, ``runtime.rollout``), and acts on
+  ``cellwork chaos kill|pause|nats``;
+- answers ``cellwork status``/``scale``/``restart``/``chaos`` on a Unix socket (``control``),
   so the cell can be steered while NATS is down;
 - on the first SIGINT/SIGTERM drains: SIGTERM to every instance, SIGKILL to any
   still alive after ``stop_grace``, then stops NATS; a second signal kills at once.
@@ -54,6 +56,7 @@ from cellwork.runtime.events import (
     PauseRequested,
     RegistryChanged,
     RequestRefused,
+    RestartRequested,
     ScaleRequested,
     SupervisorEvent,
     Tick,
@@ -125,6 +128,10 @@ class Supervisor:
         """Every slot as ``cellwork status --json`` prints it (none before ``run()``)."""
         return [] if self._core is None else self._core.status()
 
+    def rollouts(self) -> list[dict[str, Any]]:
+        """Each service's latest rolling restart, as ``status --json`` prints them."""
+        return [] if self._core is None else self._core.rollouts.status()
+
     async def wait_until(self, predicate: Callable[[Supervisor], bool], timeout: float) -> None:
         """Wait until ``predicate(self)`` holds after some event; TimeoutError otherwise."""
         async with self._changed:
@@ -186,6 +193,8 @@ class Supervisor:
                 str(self.state_dir),
                 nats.monitor_url if nats is not None else "",
                 str(control.path),
+                registry_bucket=s.registry_bucket,
+                config_bucket=s.config_bucket,
             ).write(self.state_dir)
             await core.start()
             _log.info("supervisor.started", cell=self.spec.name, instances=len(core.slots))
@@ -240,7 +249,12 @@ class Supervisor:
         """Answer one control request (``control.Handler``): status at once, the others
         through the loop, as events. Raises RequestRefused for a bad request."""
         if verb == "status":
-            return {"cell": self.spec.name, "nats": self.nats_status(), "instances": self.status()}
+            return {
+                "cell": self.spec.name,
+                "nats": self.nats_status(),
+                "instances": self.status(),
+                "rollouts": self.rollouts(),
+            }
         if self._core is None:
             raise RequestRefused("the cell is still starting")
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -253,8 +267,10 @@ class Supervisor:
             self.post(PauseRequested(_text(args, "service"), _instance(args), seconds, reply))
         elif verb == "nats_restart":
             self.post(NatsRestartRequested(_seconds(args, "down", 0.0), reply))
+        elif verb == "restart":
+            self.post(RestartRequested(_text(args, "service"), reply))
         else:
-            known = "status, scale, kill, pause, nats_restart"
+            known = "status, scale, restart, kill, pause, nats_restart"
             raise RequestRefused(f"unknown verb {verb!r} (known: {known})")
         try:
             result = await asyncio.wait_for(reply, timeout=SCALE_REPLY_TIMEOUT)

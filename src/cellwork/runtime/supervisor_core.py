@@ -17,8 +17,11 @@ One slot's life (states as ``cellwork status`` prints them)::
        v
     exited (or failed to start), not asked to stop
         --> BACKOFF --backoff(failures) later--> STARTING
-    scaled away or cell draining --> DRAINING (SIGTERM; SIGKILL after stop_grace)
-                                     --exited--> STOPPED
+    scaled away, retired by a rolling restart, or cell draining
+        --> DRAINING (SIGTERM; SIGKILL after stop_grace) --exited--> STOPPED
+
+A rolling restart (``runtime.rollout``) adds a slot's next generation beside it and
+retires the old one once the new one serves; ``advance`` runs after every event.
 
 The supervisor probes liveness, not readiness: an instance that answers
 NOT_SERVING (draining, degraded while a dependency is away) is alive and kept.
@@ -53,6 +56,7 @@ from cellwork.runtime.events import (
     ProbeResult,
     RegistryChanged,
     RequestRefused,
+    RestartRequested,
     Scaled,
     ScaleRequested,
     SignalReceived,
@@ -61,6 +65,7 @@ from cellwork.runtime.events import (
 )
 from cellwork.runtime.nats_keeper import NatsKeeper
 from cellwork.runtime.processes import InstanceLauncher, InstanceProcess
+from cellwork.runtime.rollout import Rollouts
 from cellwork.runtime.slots import Slot, SlotState
 
 _log = get_logger("cellwork.supervisor")
@@ -121,6 +126,7 @@ class SupervisorCore:
         self._clock = clock
         self._rng = rng
         self._waiters: set[asyncio.Task[None]] = set()
+        self.rollouts = Rollouts()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -159,7 +165,7 @@ class SupervisorCore:
         """Every slot as ``cellwork status --json`` prints it, in cell file order."""
         now, wall = self._clock.monotonic(), self._clock.wall()
         order = list(self.spec.services)
-        ordered = sorted(self.slots, key=lambda s: (order.index(s.service), s.index))
+        ordered = sorted(self.slots, key=lambda s: (order.index(s.service), s.index, s.generation))
         return [slot.describe(now, wall) for slot in ordered]
 
     def health_targets(self) -> list[tuple[Slot, InstanceProcess, str]]:
@@ -177,7 +183,9 @@ class SupervisorCore:
         a ``Tick``): the loop should end. Never raises: what a handler raises is logged
         (``supervisor.handler_failed``) and answered to a waiting asker."""
         try:
-            return await self._dispatch(event)
+            done = await self._dispatch(event)
+            await self.rollouts.advance(self, draining=self.draining)
+            return done
         except Exception as exc:
             _log.exception("supervisor.handler_failed", **_describe(event), error=repr(exc))
             reply = getattr(event, "reply", None)
@@ -213,6 +221,8 @@ class SupervisorCore:
                 )
             case NatsRestartRequested(down, reply):
                 _answer(reply, await _attempt(lambda: self._chaos_nats(down)))
+            case RestartRequested(service, reply):
+                _answer(reply, await _attempt(lambda: self._rolling_restart(service)))
             case _:
                 assert_never(event)
         return False
@@ -292,7 +302,7 @@ class SupervisorCore:
             slot.state = SlotState.STOPPED
             _log.info("supervisor.stopped_instance", instance=slot.instance_id, code=code)
             leaving = not self.draining and slot.index >= self.desired.get(slot.service, 0)
-            if leaving and slot in self.slots:
+            if (leaving or slot.superseded) and slot in self.slots:
                 self.slots.remove(slot)
             return
         delay = self._back_off(slot)
@@ -426,6 +436,8 @@ class SupervisorCore:
             raise ScaleRefused(f"replicas must be between 0 and {MAX_REPLICAS}")
         if self.draining:
             raise ScaleRefused("the cell is draining")
+        if self.rollouts.running(service):
+            raise ScaleRefused(f"a rolling restart of {service} is under way")
         before = self.desired[service]
         self.desired[service] = replicas
         mine = sorted((s for s in self.slots if s.service == service), key=lambda s: s.index)
@@ -450,6 +462,36 @@ class SupervisorCore:
         _log.info("supervisor.scaled", service=service, before=before, after=replicas)
         return Scaled(service, before, replicas)
 
+    # -- rolling restarts -----------------------------------------------------------------
+
+    async def _rolling_restart(self, service: str) -> dict[str, Any]:
+        if service not in self.spec.services:
+            raise RequestRefused(
+                f"unknown service {service!r}; the cell has {sorted(self.desired)}"
+            )
+        if self.draining:
+            raise RequestRefused("the cell is draining")
+        mine = sorted(
+            (s for s in self.slots if s.service == service and not s.stopping),
+            key=lambda s: s.index,
+        )
+        return await self.rollouts.begin(service, mine, self)
+
+    async def start_successor(self, old: Slot) -> Slot:
+        """Start the next generation of ``old``'s slot beside it (a rollout's action)."""
+        slot = Slot(old.service, old.index, old.module, old.env, generation=old.generation + 1)
+        self.slots.append(slot)
+        await self._spawn(slot)
+        return slot
+
+    def retire(self, slot: Slot) -> None:
+        """Drain and stop ``slot`` for good; the slot goes when it has exited (a rollout's
+        action)."""
+        slot.superseded = True
+        self._terminate(slot)
+        if slot.process is None and slot in self.slots:
+            self.slots.remove(slot)
+
     # -- chaos ----------------------------------------------------------------------------
 
     def _chaos_target(self, service: str, instance: str | None) -> tuple[Slot, InstanceProcess]:
@@ -460,7 +502,9 @@ class SupervisorCore:
             )
         if self.draining:
             raise RequestRefused("the cell is draining")
-        mine = sorted((s for s in self.slots if s.service == service), key=lambda s: s.index)
+        mine = sorted(
+            (s for s in self.slots if s.service == service), key=lambda s: (s.index, s.generation)
+        )
         if instance is not None:
             named = [s for s in mine if s.instance_id == instance]
             if not named:
