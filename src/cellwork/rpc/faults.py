@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cellwork.errors import CellworkError, Internal, Unavailable
 from cellwork.observability.logging import get_logger
-from cellwork.rpc.interceptors import Handler
+from cellwork.rpc.shedding import Handler
 
 _log = get_logger("cellwork.rpc.faults")
 
