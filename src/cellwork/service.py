@@ -22,9 +22,9 @@ the config bucket holds (``live``; faults too), ensures streams, connects
 the publisher and fan-out, migrates databases, starts outbox relays and client
 watchers, serves gRPC (NOT_SERVING), runs start hooks, starts jobs, consumers and
 HTTP servers, and only then turns health SERVING and registers;
-``drain(timeout)`` publishes DRAINING, waits for clients to notice, stops taking
-calls and finishes in-flight ones, runs stop hooks, flushes events and outboxes, deregisters,
-disposes databases; ``close()`` releases what is left.
+``drain(timeout)`` publishes DRAINING, waits for clients to notice, deregisters,
+stops taking calls and finishes in-flight ones, runs stop hooks, flushes events and
+outboxes, disposes databases; ``close()`` releases what is left.
 
 When NATS goes away the instance keeps serving (static stability): its clients
 keep their last-known endpoints, its registration puts its record again as soon
@@ -405,6 +405,12 @@ class Service:
                 _log.warning("service.drain_publish_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(self.settings.drain_propagation)
 
+        if self.registration is not None:
+            # Out of the registry before the ports close: a caller holding the record sees
+            # DRAINING, then no record, never a refused connection.
+            await self.registration.close()
+            self.registration = None
+
         def left() -> float:
             return max(timeout - (time.monotonic() - started), 0.0)
 
@@ -423,9 +429,6 @@ class Service:
         await self.publisher.drain(max(left(), 1.0))
         for outbox in self._outboxes:
             await outbox.drain(max(left(), 1.0))
-        if self.registration is not None:
-            await self.registration.close()
-            self.registration = None
         await self.close()
         _log.info(
             "service.drained", service=self.name, seconds=round(time.monotonic() - started, 3)
