@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import nats
 from nats.js.errors import NotFoundError
+from prometheus_client.parser import text_string_to_metric_families
 
 from cellwork.testing.capacity import measure_capacity
 from cellwork.testing.driver import Answer, Drive, OpenLoopDriver, drive_during
@@ -36,10 +37,20 @@ async def load_rate(cell: LearnfeedCell) -> tuple[float, float]:
     return capacity, round(min(capacity * LOAD_SHARE, CLIENT_CEILING), 1)
 
 
+Mix = Callable[[LoadClient, int], Awaitable[Answer]]
+
+
 async def drive(
-    cell: LearnfeedCell, rate: float, duration: float, fault: Fault, *, interactions: int = 5
+    cell: LearnfeedCell,
+    rate: float,
+    duration: float,
+    fault: Fault,
+    *,
+    interactions: int = 5,
+    mix: Mix | None = None,
 ) -> Drive:
-    """Reads and (one in ``interactions``) interactions at ``rate`` while ``fault`` runs.
+    """Reads and (one in ``interactions``) interactions at ``rate`` while ``fault`` runs;
+    or, given ``mix``, the request ``await mix(client, index)`` makes.
 
     Raises AssertionError naming the client's lag when every attempt fell behind: such a
     run measured the client, not the cell.
@@ -49,6 +60,8 @@ async def drive(
         async with LoadClient(cell.http, connections=CONNECTIONS) as client:
 
             async def request(index: int) -> Answer:
+                if mix is not None:
+                    return await mix(client, index)
                 if index % interactions == interactions - 1:
                     return await cell.interact(client)
                 return await cell.read(client)
@@ -133,6 +146,20 @@ async def consumers(url: str, streams: tuple[str, ...]) -> dict[str, set[str] | 
         return found
     finally:
         await nc.close()
+
+
+def sample_sum(texts: Iterable[str], name: str, **labels: str) -> float:
+    """The sum over ``texts`` (Prometheus text of several instances) of the samples
+    called ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+    return total
 
 
 def ms(seconds: float) -> int:

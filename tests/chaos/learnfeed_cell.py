@@ -8,11 +8,13 @@ httpx took about 2 ms of CPU a request here, which would starve the cell it meas
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -121,6 +123,30 @@ class LearnfeedCell:
         except (HttpError, TimeoutError) as exc:
             return Answer("feed", 0, type(exc).__name__)
         return Answer("feed", status, detail=_code(status, body))
+
+    async def home(self, client: LoadClient) -> Answer:
+        """``GET /v1/home``; a 200's detail names its ``partial`` parts (comma-separated)."""
+        user = next(self._users)
+        try:
+            status, body = await client.get("/v1/home", self.headers(user))
+        except (HttpError, TimeoutError) as exc:
+            return Answer("home", 0, type(exc).__name__)
+        if status != 200:
+            return Answer("home", status, detail=_code(status, body))
+        return Answer("home", status, detail=",".join(json.loads(body).get("partial", [])))
+
+    async def metrics(self, service: str) -> dict[str, str]:
+        """The Prometheus text of each SERVING instance of ``service``, by instance id."""
+
+        def fetch(url: str) -> str:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return str(answer.read().decode())
+
+        found = {}
+        for instance in await self.instances(service):
+            url = f"http://{instance['host']}:{instance['metrics_port']}/metrics"
+            found[instance["id"]] = await asyncio.to_thread(fetch, url)
+        return found
 
     async def interact(self, client: LoadClient) -> Answer:
         user, item, key = next(self._users), next(self._items), uuid.uuid4().hex

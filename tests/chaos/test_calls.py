@@ -9,13 +9,18 @@ scenario is about.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from typing import Any
 
+import nats
 import pytest
 
-from cellwork.testing.driver import OpenLoopDriver
-from tests.chaos.faults import drive, eventually, load_rate, ms
-from tests.chaos.learnfeed_cell import start_cell
+from cellwork.discovery.instance import InstanceInfo
+from cellwork.testing.driver import Answer, OpenLoopDriver
+from cellwork.testing.httpload import LoadClient
+from tests.chaos.faults import drive, eventually, load_rate, ms, sample_sum
+from tests.chaos.learnfeed_cell import LearnfeedCell, start_cell
 from tests.chaos.measured import record
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
@@ -65,5 +70,202 @@ async def test_a_feed_instance_killed_every_two_seconds(tmp_path: Path) -> None:
         assert run.dropped == 0
         assert failed == [], sorted({(r.status, r.error, r.detail) for r in failed})
         assert run.failed("interaction", (202,)) == []
+    finally:
+        assert cell.process.stop() == 0, cell.process.log_tail()
+
+
+ITEMS_OFF = {**FEED_COPIES_OFF, "CELLWORK_GATEWAY_ITEMS_CACHE": "false"}
+
+
+async def cli_ok(cell: LearnfeedCell, *args: str) -> None:
+    done = await asyncio.to_thread(cell.cli, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_the_catalog_slowed_by_two_seconds(tmp_path: Path) -> None:
+    cell = start_cell(tmp_path, "chaos-slow-catalog", ITEMS_OFF)
+    try:
+        capacity, rate = await load_rate(cell)
+
+        async def home(client: LoadClient, index: int) -> Answer:
+            return await cell.home(client)
+
+        async def full_again() -> bool:
+            async with LoadClient(cell.http, connections=1) as probe:
+                answer = await cell.home(probe)
+            return answer.status == 200 and answer.detail == ""
+
+        async def slow_catalog(driver: OpenLoopDriver) -> None:
+            await asyncio.sleep(4)
+            await cli_ok(cell, "chaos", "delay", "catalog", "2000")
+            driver.mark("slow")
+            await asyncio.sleep(15)
+            await cli_ok(cell, "chaos", "clear", "catalog")
+            driver.mark("cleared")
+            await eventually(full_again, "full /v1/home answers again", timeout=30, every=0.25)
+            driver.mark("full again")
+
+        run = await drive(cell, rate, 40, slow_catalog, mix=home)
+        gateways = (await cell.metrics("gateway")).values()
+        opened = sample_sum(
+            gateways, "cellwork_breaker_transitions_total", service="catalog", state="open"
+        )
+        slow = run.of("home", after=run.marks["slow"] + 1.0, before=run.marks["cleared"])
+        not_partial = [r for r in slow if r.status != 200 or "items" not in r.detail.split(",")]
+        record(
+            "calls 3. the catalog slowed by 2 s (feed copies and item cache off), /v1/home",
+            capacity_rps=capacity,
+            rate_rps=rate,
+            home_reads=len(run.of("home")),
+            while_slow=len(slow),
+            while_slow_without_partial_items=len(not_partial),
+            failed=len(run.failed("home", (200,))),
+            breaker_opened=opened,
+            full_again_after_clear_ms=ms(run.marks["full again"] - run.marks["cleared"]),
+            home_p99_while_slow_ms=ms(
+                run.latency(
+                    "home", 0.99, after=run.marks["slow"] + 1.0, before=run.marks["cleared"]
+                )
+            ),
+            client_lag_p99_ms=ms(run.lag_p99),
+        )
+        assert run.failed("home", (200,)) == []
+        assert slow and not_partial == [], sorted({(r.status, r.detail) for r in not_partial})
+        assert opened >= 1
+    finally:
+        assert cell.process.stop() == 0, cell.process.log_tail()
+
+
+async def test_feed_failing_every_call_for_thirty_seconds(tmp_path: Path) -> None:
+    cell = start_cell(tmp_path, "chaos-failing-feed", FEED_COPIES_OFF)
+    try:
+        capacity, rate = await load_rate(cell)
+
+        async def reads(client: LoadClient, index: int) -> Answer:
+            return await cell.read(client)
+
+        async def fail_feed(driver: OpenLoopDriver) -> None:
+            await asyncio.sleep(5)
+            await cli_ok(cell, "chaos", "fail", "feed", "1.0")
+            driver.mark("failing")
+            await asyncio.sleep(30)
+            await cli_ok(cell, "chaos", "clear", "feed")
+            driver.mark("recovered")
+
+        run = await drive(cell, rate, 50, fail_feed, mix=reads)
+        feeds = (await cell.metrics("feed")).values()
+        attempts = sample_sum(feeds, "cellwork_faults_injected_total", kind="fail")
+        failing = run.of("feed", after=run.marks["failing"], before=run.marks["recovered"])
+        after = run.of("feed", after=run.marks["recovered"] + 10.0)
+        slow_errors = [r for r in failing if r.status != 200 and (r.error or r.latency > 1.0)]
+        record(
+            "calls 4. feed failing every call for 30 s (feed copies off)",
+            capacity_rps=capacity,
+            rate_rps=rate,
+            reads_while_failing=len(failing),
+            attempts_seen_by_feed=attempts,
+            attempts_allowed=round(1.2 * len(failing) + 300),
+            answered_200_while_failing=sum(1 for r in failing if r.status == 200),
+            answered_503_while_failing=sum(1 for r in failing if r.status == 503),
+            slow_or_other_errors=len(slow_errors),
+            success_after_recovery_plus_10s=f"{sum(1 for r in after if r.ok((200,)))}/{len(after)}",
+            read_p99_ms=ms(run.latency("feed", 0.99)),
+            client_lag_p99_ms=ms(run.lag_p99),
+        )
+        assert attempts <= 1.2 * len(failing) + 300
+        assert slow_errors == [], sorted({(r.status, r.error, r.detail) for r in slow_errors})
+        assert [r for r in failing if r.status not in (200, 503)] == []
+        assert after and sum(1 for r in after if r.ok((200,))) >= 0.99 * len(after)
+    finally:
+        assert cell.process.stop() == 0, cell.process.log_tail()
+
+
+async def test_a_rolling_restart_of_feed_under_load(tmp_path: Path) -> None:
+    cell = start_cell(tmp_path, "chaos-rolling", FEED_COPIES_OFF, replicas={"feed": 3})
+    try:
+        capacity, rate = await load_rate(cell)
+        old = {i["id"]: i for i in await cell.instances("feed")}
+        # Wall-clock times: the server stamps each registry change when it stores it, which
+        # does not depend on how soon this loaded process sees the change.
+        changes: list[tuple[float, str, str]] = []  # (stored at, instance id, status | DELETED)
+        refused: dict[str, float] = {}  # instance id -> when its gRPC port first refused
+
+        async def watch_registry() -> None:
+            nc = await nats.connect(cell.nats_url())
+            try:
+                kv = await nc.jetstream().key_value("cellwork_registry")
+                watcher = await kv.watch("feed.>")
+                while True:
+                    entry = await watcher.updates(timeout=None)
+                    if entry is None:
+                        continue
+                    instance = entry.key.split(".", 1)[1]
+                    status = (
+                        InstanceInfo.from_json(entry.value).status.value
+                        if entry.value
+                        else "DELETED"
+                    )
+                    stored = entry.created.timestamp() if entry.created else time.time()
+                    changes.append((stored, instance, status))
+            finally:
+                await nc.close()
+
+        async def poll_port(instance: dict[str, Any]) -> None:
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection(
+                        instance["host"], instance["grpc_port"]
+                    )
+                except OSError:
+                    refused[instance["id"]] = time.time()
+                    return
+                writer.close()
+                await asyncio.sleep(0.05)
+
+        async def restart(driver: OpenLoopDriver) -> None:
+            await asyncio.sleep(4)
+            driver.mark("restart")
+            await cli_ok(cell, "restart", "feed", "--rolling")
+            driver.mark("done")
+
+        async def reads(client: LoadClient, index: int) -> Answer:
+            return await cell.read(client)
+
+        watching = [asyncio.create_task(watch_registry())]
+        watching += [asyncio.create_task(poll_port(i)) for i in old.values()]
+        try:
+            run = await drive(cell, rate, 50, restart, mix=reads)
+            await eventually(lambda: len(refused) == len(old), "every old feed port closed", 30)
+        finally:
+            for task in watching:
+                task.cancel()
+            await asyncio.gather(*watching, return_exceptions=True)
+        order = {
+            instance: [status for _, who, status in changes if who == instance] for instance in old
+        }
+        deleted_at: dict[str, float] = {}  # the first deletion: the supervisor deletes again
+        for at, who, status in changes:
+            if status == "DELETED" and who in old:
+                deleted_at.setdefault(who, at)
+        early = [i for i in old if i not in deleted_at or deleted_at[i] > refused[i]]
+        failed = run.failed("feed", (200,))
+        new = await cell.instances("feed")
+        record(
+            "calls 5. cellwork restart feed --rolling under load (3 instances, feed copies off)",
+            capacity_rps=capacity,
+            rate_rps=rate,
+            reads=len(run.of("feed")),
+            failed_reads=len(failed),
+            rollout_ms=ms(run.marks["done"] - run.marks["restart"]),
+            deregistered_before_port_closed=f"{len(old) - len(early)}/{len(old)}",
+            read_p99_ms=ms(run.latency("feed", 0.99)),
+            client_lag_p99_ms=ms(run.lag_p99),
+        )
+        assert failed == [], sorted({(r.status, r.error, r.detail) for r in failed})
+        for instance, statuses in order.items():
+            assert "DRAINING" in statuses and statuses[-1] == "DELETED", (instance, statuses)
+            assert statuses.index("DRAINING") < statuses.index("DELETED"), (instance, statuses)
+        assert early == [], {i: (deleted_at.get(i), refused[i]) for i in early}
+        assert len(new) == 3 and not {i["id"] for i in new} & set(old)
     finally:
         assert cell.process.stop() == 0, cell.process.log_tail()
