@@ -39,6 +39,13 @@ class RetryBudget:
             )
             self._stamp = now
 
+    def reconfigure(self, ratio: float, min_per_second: float) -> None:
+        """Take new rates, keeping the tokens saved so far."""
+        if ratio < 0 or min_per_second < 0:
+            raise ValueError("ratio and min_per_second must be >= 0")
+        self.ratio = ratio
+        self.min_per_second = min_per_second
+
     def record_request(self, now: float) -> None:
         """Deposit the share of one first attempt."""
         self._refill(now)
