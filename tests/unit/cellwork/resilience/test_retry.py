@@ -94,8 +94,9 @@ def test_never_the_same_endpoint_again():
 
 
 def test_full_jitter_back_off_from_25_to_250_ms():
-    assert [decide(attempt=a, draw=0.999_999, policy=RetryPolicy(max_attempts=10)).wait
-            for a in (1, 2, 3, 4, 5)] == pytest.approx([0.025, 0.05, 0.1, 0.2, 0.25], abs=1e-6)  # fmt: skip
+    policy = RetryPolicy(max_attempts=10)
+    waits = [decide(attempt=a, draw=0.999_999, policy=policy).wait for a in (1, 2, 3, 4, 5)]
+    assert waits == pytest.approx([0.025, 0.05, 0.1, 0.2, 0.25], abs=1e-6)
     assert decide(draw=0.0).wait == 0.0
 
 
