@@ -4,10 +4,12 @@ service), started in-process on the test's nats-server."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from cellwork import errors
 from cellwork.config.settings import ServiceSettings
@@ -21,12 +23,15 @@ Start = Callable[..., Awaitable[Service]]
 
 
 class FailingEcho(echo_pb2_grpc.EchoServicer):
-    """Answers every Echo with ``error`` (a class of the error table)."""
+    """Answers every Echo with ``error`` (a class of the error table), after the
+    request's ``delay_ms``."""
 
     def __init__(self, error: type[errors.CellworkError]) -> None:
         self.error = error
 
     async def Echo(self, request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
+        if request.delay_ms:
+            await asyncio.sleep(request.delay_ms / 1000)
         raise self.error(f"echo fails with {self.error.__name__}")
 
 
@@ -74,3 +79,8 @@ def calls_to(client: Client[Any], instance_id: str) -> int:
 
 def endpoint_of(client: Client[Any], instance_id: str) -> Any:
     return next(e for e in client.balancer.endpoints if e.info.instance_id == instance_id)
+
+
+def metric(name: str, **labels: str) -> float:
+    """The value this process's registry shows for one series (0 when it has none)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
