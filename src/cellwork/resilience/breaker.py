@@ -65,19 +65,24 @@ class Outcome(IntEnum):
     IGNORED = 2
 
 
-_FAILURES = {
+# Members as module constants: reading ``BreakerState.CLOSED`` goes through the enum's
+# metaclass (~75 ns on Python 3.11), and admit and record run on every call.
+_CLOSED, _HALF_OPEN, _OPEN = BreakerState.CLOSED, BreakerState.HALF_OPEN, BreakerState.OPEN
+_SUCCESS, _FAILURE, _IGNORED = Outcome.SUCCESS, Outcome.FAILURE, Outcome.IGNORED
+
+_FAILURE_CODES = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.UNKNOWN,
     grpc.StatusCode.DATA_LOSS,
 }
-_IGNORED = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+_IGNORED_CODES = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
 _OUTCOMES = {
     code: Outcome.FAILURE
-    if code in _FAILURES
+    if code in _FAILURE_CODES
     else Outcome.IGNORED
-    if code in _IGNORED
+    if code in _IGNORED_CODES
     else Outcome.SUCCESS
     for code in grpc.StatusCode
 }
@@ -97,6 +102,7 @@ class CircuitBreaker:
     """The circuit to one target service; every method takes ``now`` (monotonic seconds)."""
 
     __slots__ = (
+        "_bucket_end",
         "_calls",
         "_epoch",
         "_failures",
@@ -121,7 +127,7 @@ class CircuitBreaker:
     ) -> None:
         self.policy = policy or BreakerPolicy()
         self._on_transition = on_transition
-        self._state = BreakerState.CLOSED
+        self._state = _CLOSED
         self._open_until = 0.0
         self._epoch = 0  # half-open spells so far: a probe's ticket
         self._probes_admitted = 0
@@ -132,6 +138,7 @@ class CircuitBreaker:
         self._total_calls = 0
         self._total_failures = 0
         self._newest = int(now / self._width)
+        self._bucket_end = (self._newest + 1) * self._width  # when the newest bucket ends
 
     @property
     def state(self) -> BreakerState:
@@ -140,8 +147,8 @@ class CircuitBreaker:
 
     def state_at(self, now: float) -> BreakerState:
         """The state a call would find at ``now`` (changes nothing)."""
-        if self._state is BreakerState.OPEN and now >= self._open_until:
-            return BreakerState.HALF_OPEN
+        if self._state is _OPEN and now >= self._open_until:
+            return _HALF_OPEN
         return self._state
 
     def window(self) -> tuple[int, int]:
@@ -155,14 +162,14 @@ class CircuitBreaker:
     def admit(self, now: float) -> int:
         """May a call go ahead? ``REJECTED`` (-1), ``ADMITTED`` (0), or a probe's ticket
         (> 0). Hand the ticket back to ``record`` when the call ends, whatever its end."""
-        if self._state is BreakerState.CLOSED:
+        if self._state is _CLOSED:
             return ADMITTED
-        if self._state is BreakerState.OPEN:
+        if self._state is _OPEN:
             if now < self._open_until:
                 return REJECTED
             self._epoch += 1
             self._probes_admitted = self._probe_successes = 0
-            self._enter(BreakerState.HALF_OPEN)
+            self._enter(_HALF_OPEN)
         if self._probes_admitted >= self.policy.half_open_probes:
             return REJECTED
         self._probes_admitted += 1
@@ -171,18 +178,24 @@ class CircuitBreaker:
     def record(self, now: float, outcome: Outcome, ticket: int) -> None:
         """The call admitted with ``ticket`` ended with ``outcome``."""
         if ticket == ADMITTED:
-            if self._state is BreakerState.CLOSED and outcome is not Outcome.IGNORED:
-                self._count(now, outcome is Outcome.FAILURE)
+            if self._state is not _CLOSED or outcome is _IGNORED:
+                return
+            if outcome is _SUCCESS and now < self._bucket_end:
+                # The common case, on every call: a success in the newest bucket.
+                self._calls[self._newest % BUCKETS] += 1
+                self._total_calls += 1
+                return
+            self._count(now, outcome is _FAILURE)
             return
-        if ticket != self._epoch or self._state is not BreakerState.HALF_OPEN:
+        if ticket != self._epoch or self._state is not _HALF_OPEN:
             return  # a probe of an earlier half-open spell
-        if outcome is Outcome.FAILURE:
+        if outcome is _FAILURE:
             self._open(now)
-        elif outcome is Outcome.SUCCESS:
+        elif outcome is _SUCCESS:
             self._probe_successes += 1
             if self._probe_successes >= self.policy.half_open_probes:
                 self._clear()
-                self._enter(BreakerState.CLOSED)
+                self._enter(_CLOSED)
         else:
             self._probes_admitted -= 1  # told nothing: its slot goes to another probe
 
@@ -193,6 +206,7 @@ class CircuitBreaker:
             self._width = policy.window_seconds / BUCKETS
             self._clear()
             self._newest = int(now / self._width)
+            self._bucket_end = (self._newest + 1) * self._width
         self.policy = policy
 
     def _count(self, now: float, failed: bool) -> None:
@@ -224,6 +238,7 @@ class CircuitBreaker:
                 self._total_failures -= self._failures[slot]
                 self._calls[slot] = self._failures[slot] = 0
         self._newest = bucket
+        self._bucket_end = (bucket + 1) * self._width
 
     def _clear(self) -> None:
         for slot in range(BUCKETS):
@@ -232,7 +247,7 @@ class CircuitBreaker:
 
     def _open(self, now: float) -> None:
         self._open_until = now + self.policy.open_seconds
-        self._enter(BreakerState.OPEN)
+        self._enter(_OPEN)
 
     def _enter(self, state: BreakerState) -> None:
         old, self._state = self._state, state
