@@ -11,6 +11,7 @@ import time
 from prometheus_client import REGISTRY
 
 from cellwork import CallPolicy, errors
+from cellwork.balancing import Balancer
 from cellwork.discovery import InstanceInfo, InstanceStatus
 from cellwork.rpc.client import connect_client
 from cellwork.runtime.nats_server import free_port
@@ -263,3 +264,33 @@ async def test_draining_instances_get_no_new_calls(registry, echoes):
         assert failures == 0 and counts == {"stays": 100}
     finally:
         await client.close()
+
+
+async def test_below_half_healthy_picks_spread_over_every_serving_endpoint():
+    """Panic mode. Channels to free ports: only picks are made, no call."""
+    balancer = Balancer("echo", echo_stub)
+    infos = {
+        f"echo.e{i}": InstanceInfo(
+            service="echo", instance_id=f"e{i}", host="127.0.0.1", grpc_port=free_port()
+        )
+        for i in range(4)
+    }
+    try:
+        balancer.update(infos)
+        now = time.monotonic()
+        by_id = {e.info.instance_id: e for e in balancer.endpoints}
+        for ejected in ("e0", "e1"):
+            by_id[ejected].stats.eject(now, balancer.ejection, draw=0.0)
+        balancer.update(infos)  # two of four healthy: not below half
+        picked = {balancer.pick().info.instance_id for _ in range(200)}
+        assert picked == {"e2", "e3"} and not balancer.panicking
+        draining = {**infos, "echo.e3": infos["echo.e3"].with_status(InstanceStatus.DRAINING)}
+        balancer.update(draining)  # one of three serving healthy: panic
+        picked = {balancer.pick().info.instance_id for _ in range(200)}
+        assert picked == {"e0", "e1", "e2"} and balancer.panicking
+        # A retry still goes to an endpoint its call has not tried.
+        tried = [by_id["e2"], by_id["e0"]]
+        assert {balancer.pick(tried).info.instance_id for _ in range(50)} == {"e1"}
+        assert balancer.has_untried(tried) and not balancer.has_untried([*tried, by_id["e1"]])
+    finally:
+        await balancer.close()
