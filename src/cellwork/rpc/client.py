@@ -155,7 +155,8 @@ class Client(Generic[StubT]):
         balancer.configure(policy.ejection)
         self._chain = build_chain(PIPELINE, self._attempt, self._resilience)
         self._on_close: list[Callable[[], Awaitable[None]]] = []
-        self._resilience.metrics.clients.add(self)
+        self._gauges = _Gauges(self.service, balancer, self._resilience.breaker)
+        self._resilience.metrics.clients.add(self._gauges)
 
     @property
     def policy(self) -> CallPolicy:
@@ -166,11 +167,6 @@ class Client(Generic[StubT]):
     def breaker(self) -> CircuitBreaker:
         """The circuit breaker of the target service."""
         return self._resilience.breaker
-
-    @property
-    def in_flight(self) -> int:
-        """Attempts in flight now (what the concurrency limit counts)."""
-        return self._resilience.limit.in_flight
 
     def apply(self, policy: CallPolicy) -> None:
         """Run the calls made from now on under ``policy``.
@@ -315,7 +311,29 @@ class Client(Generic[StubT]):
         elif new is BreakerState.CLOSED:
             _log.info("breaker.closed", service=self.service)
 
-    # What the metrics collector reads at scrape time (observability.metrics.ClientView).
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``await hook()`` when the client closes (the watcher feeding it, say)."""
+        self._on_close.append(hook)
+
+    async def close(self) -> None:
+        """Close the balancer's channels, after the hooks (the watcher feeding it)."""
+        self._resilience.metrics.clients.discard(self._gauges)
+        hooks, self._on_close = self._on_close, []
+        for hook in hooks:
+            await hook()
+        await self.balancer.close()
+
+
+class _Gauges:
+    """What the metrics collector reads of a client at scrape time
+    (``observability.metrics.ClientView``); held weakly there, by the client here."""
+
+    __slots__ = ("__weakref__", "balancer", "breaker", "service")
+
+    def __init__(self, service: str, balancer: Balancer[Any], breaker: CircuitBreaker) -> None:
+        self.service = service
+        self.balancer = balancer
+        self.breaker = breaker
 
     def endpoint_calls(self) -> list[tuple[str, int]]:
         return self.balancer.endpoint_calls()
@@ -324,19 +342,7 @@ class Client(Generic[StubT]):
         return self.balancer.ejected_endpoints(now)
 
     def breaker_state(self, now: float) -> int:
-        return int(self._resilience.breaker.state_at(now))
-
-    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``await hook()`` when the client closes (the watcher feeding it, say)."""
-        self._on_close.append(hook)
-
-    async def close(self) -> None:
-        """Close the balancer's channels, after the hooks (the watcher feeding it)."""
-        self._resilience.metrics.clients.discard(self)
-        hooks, self._on_close = self._on_close, []
-        for hook in hooks:
-            await hook()
-        await self.balancer.close()
+        return int(self.breaker.state_at(now))
 
 
 def _method_of(stub: Any, method: str, service: str) -> Callable[..., Any]:

@@ -77,7 +77,9 @@ async def test_the_stages_run_in_the_documented_order(registry, echoes):
         slow = asyncio.create_task(
             client.call("Echo", echo_pb2.EchoRequest(delay_ms=60_000), timeout=120)
         )
-        await wait_until(lambda: client.in_flight == 1, "the slow call to hold the slot")
+        await wait_until(
+            lambda: client._resilience.limit.in_flight == 1, "the slow call to hold the slot"
+        )
         with pytest.raises(errors.Overloaded, match="in flight already"):
             await client.call("Fail", UNAVAILABLE, idempotent=True)
         assert attempts() == 1 and client.breaker.window() == (0, 0)
@@ -122,4 +124,4 @@ async def test_the_stages_run_in_the_documented_order(registry, echoes):
             slow.cancel()
             await asyncio.gather(slow, return_exceptions=True)
         await client.close()
-    assert client.in_flight == 0
+    assert client._resilience.limit.in_flight == 0
