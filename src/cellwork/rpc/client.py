@@ -121,6 +121,8 @@ class Client(Generic[StubT]):
 
     ``await client.call("Method", request)`` works with any stub; a generated subclass
     (``FeedClient``) adds one typed method per RPC and knows which are idempotent.
+    ``policy`` defaults to ``CallPolicy()`` with the balancer's ejection policy;
+    ``retry_budget`` to one made from the policy.
     """
 
     IDEMPOTENT: ClassVar[frozenset[str]] = frozenset()
@@ -133,7 +135,8 @@ class Client(Generic[StubT]):
         retry_budget: RetryBudget | None = None,
         metrics: RpcMetrics | None = None,
     ) -> None:
-        policy = policy or CallPolicy()
+        # Without a policy, the balancer's own ejection policy stands.
+        policy = policy or CallPolicy(ejection=balancer.ejection)
         now = time.monotonic()
         self.balancer = balancer
         self.service = balancer.service
@@ -173,7 +176,8 @@ class Client(Generic[StubT]):
 
         The breaker keeps its state (and its window's counts unless the window's
         length changed), the budget its tokens, the balancer its ejections (which end
-        when they were due to). Calls in flight finish under the policy they began with.
+        when they were due to). Calls in flight keep the timeouts and retry rules they
+        began with.
         """
         parts = self._resilience
         parts.budget.reconfigure(policy.retry.budget_ratio, policy.retry.budget_min_per_second)
