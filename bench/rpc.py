@@ -9,8 +9,9 @@ machine noise hits both alike:
     raw       one ``grpc.aio.insecure_channel`` per instance, calls alternate
               round-robin between the two stubs: ``await stub.Echo(req, timeout=5)``
     cellwork  ``connect_client(registry, "echo", echo_stub, caller="bench")``:
-              ``await client.call("Echo", req, timeout=5.0)`` (balancer pick,
-              deadline, traceparent metadata, metrics)
+              ``await client.call("Echo", req, timeout=5.0)``: the whole call
+              pipeline (deadline, retry budget, circuit breaker, concurrency
+              limit), balancer pick, traceparent metadata, metrics
     raw+trace (``--with-trace``) the raw stub sending a fresh ``traceparent``
               on every call, as cellwork does: what trace propagation costs alone
 

@@ -1,7 +1,9 @@
 """cellwork: a platform for scalable, reliable Python microservice backends.
 
 The public face a service author needs: ``Service`` (declare gRPC servicers and
-hooks, get clients), ``ServiceSettings``, ``Client`` and the error classes.
+hooks, get clients), ``ServiceSettings``, ``Client``, ``CallPolicy`` (the knobs of a
+client's call pipeline: ``service.client(name, kind, policy=CallPolicy(...))``) and
+the error classes.
 Everything else lives in the part packages (``cellwork.rpc``, ``cellwork.discovery``...).
 """
 
@@ -30,6 +32,7 @@ from cellwork.errors import (
     Unavailable,
     ValidationFailed,
 )
+from cellwork.resilience.policy import CallPolicy
 from cellwork.rpc.client import Client
 from cellwork.rpc.context import CallContext, current_call
 from cellwork.service import Service
@@ -39,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExists",
     "CallContext",
+    "CallPolicy",
     "CellworkError",
     "Client",
     "DeadlineExceeded",

@@ -15,6 +15,7 @@ def test_exported_names_are_pinned():
     assert sorted(cellwork.__all__) == [
         "AlreadyExists",
         "CallContext",
+        "CallPolicy",
         "CellworkError",
         "Client",
         "DeadlineExceeded",

@@ -11,10 +11,12 @@ registered lazily, on first use (``server_metrics()``, ``http_metrics()``...), a
 a log event exists only as an argument of a call, so neither shows up at import
 time. The scan follows what the code passes, not what a string looks like:
 
-- a metric is a call to one of prometheus-client's metric classes or to cellwork's
-  ``RequestMetrics``, with imports resolved (``collections.Counter`` is not one); its
-  name is a literal, a module constant (followed through imports), or a lookup in a
-  module-level dict of them, every value of which counts;
+- a metric is a call to one of prometheus-client's metric classes, to a counter or
+  gauge family a custom collector yields (``CounterMetricFamily``,
+  ``GaugeMetricFamily``), or to cellwork's ``RequestMetrics``, with imports resolved
+  (``collections.Counter`` is not one); its name is a literal, a module constant
+  (followed through imports), or a lookup in a module-level dict of them, every value
+  of which counts;
 - a log event is the first argument of a level method (``.info``, ``.exception``...)
   called on a logger made by ``get_logger("component")`` at module level, or the
   argument after such a method passed as a callback (``callback(_log.info, "x.y")``).
@@ -243,6 +245,8 @@ def source() -> Source:
 
 READ_KINDS = {"Counter": "counter", "Gauge": "gauge", "Histogram": "histogram",
               "Summary": "summary"}  # fmt: skip
+# What a custom collector yields: the labels are the family's ``labels`` argument.
+READ_FAMILIES = {"CounterMetricFamily": "counter", "GaugeMetricFamily": "gauge"}
 # RequestMetrics makes its families from the names its callers pass: read there.
 COLLECTOR_MODULE, COLLECTOR = "cellwork.observability.requests", "RequestMetrics"
 
@@ -291,7 +295,14 @@ def _metric_sites(src: Source, module: Module, call: ast.Call) -> Iterator[Metri
     qualified = module.qualified(call.func)
     prometheus = prometheus_metric_class(qualified)
     where = module.at(call)
-    if prometheus is not None:
+    if prometheus in READ_FAMILIES:
+        kind, name = READ_FAMILIES[prometheus], _argument(call, 0, "name")
+        if name is None:
+            raise Unreadable(f"{where}: {prometheus} without a name")
+        labels = _labels(src, _argument(call, 3, "labels"), module)
+        for each in src.names(name, module):
+            yield MetricSite(exposed(each, kind), kind, labels, where)
+    elif prometheus is not None:
         if prometheus not in READ_KINDS:
             raise Unreadable(f"{where}: the scan does not read prometheus-client's {prometheus}")
         if any(kw.arg in ("namespace", "subsystem", "unit") for kw in call.keywords):
@@ -390,6 +401,7 @@ def test_scan_follows_metric_names_through_constants_imports_and_dict_lookups():
                 "import prometheus_client as prom\n"
                 "from prometheus_client import Counter\n"
                 "from cellwork.observability.requests import RequestMetrics\n"
+                "from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily\n"
                 "from pkg.names import SERVER, CLIENT\n"
                 "_BY_SIDE = {'server': SERVER, 'client': CLIENT}\n"
                 "def make(side):\n"
@@ -399,6 +411,8 @@ def test_scan_follows_metric_names_through_constants_imports_and_dict_lookups():
                 "    RequestMetrics(requests='y_total', duration='y_seconds', in_flight='',\n"
                 "                   labels=('r',), outcome_labels=('s',), buckets=(1.0,),\n"
                 "                   requests_help='', duration_help='')\n"
+                "    CounterMetricFamily('z_calls_total', 'h', labels=['e'])\n"
+                "    GaugeMetricFamily('z_open', 'h', None, ['s', 't'])\n"
             ),
         }
     )
@@ -410,6 +424,8 @@ def test_scan_follows_metric_names_through_constants_imports_and_dict_lookups():
         "x_open": ("gauge", ()),
         "y_total": ("counter", ("r", "s")),
         "y_seconds": ("histogram", ("r",)),
+        "z_calls_total": ("counter", ("e",)),
+        "z_open": ("gauge", ("s", "t")),
     }
 
 

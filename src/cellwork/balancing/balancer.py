@@ -3,15 +3,34 @@
 The balancer follows the registry's live set (``update`` is a watcher
 listener): a new SERVING instance is a candidate on the next pick, a DRAINING
 or NOT_SERVING one gets no new calls, and a vanished one has its channel
-closed once its in-flight calls had time to finish. Endpoints that fail to
-connect ``EjectionPolicy.consecutive_failures`` times in a row are ejected for
-a doubling back-off; if every serving endpoint is ejected, the picker uses
-them anyway (panic mode) rather than fail a call it might complete.
+closed once its in-flight calls had time to finish.
+
+Outlier ejection, on answers as well as connections (``EjectionPolicy``): an
+endpoint is ejected after ``consecutive_failures`` failed answers in a row
+(UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED: 5 by default) or at once on a refused
+connection, for ``base_seconds`` times the ejections in a row (30 s, 60 s...,
+at most ``max_seconds``, 300 s) plus up to ``jitter`` more, so that endpoints
+ejected together do not return together. An ejection that would leave more than
+``max_ejected_fraction`` (half) of the serving endpoints ejected is not made:
+a failure shared by most endpoints is the service's (its breaker's business), not
+an outlier's, and ejecting them all would leave nothing to call.
+
+Panic mode: while fewer than ``panic_threshold`` (half) of the serving endpoints
+are healthy (not ejected), which the cap above allows only after the serving set
+shrank under the ejected ones, picks spread over every serving endpoint, ejected
+or not, as Envoy does: the healthy few would take the whole load, and an ejected
+endpoint may well answer. A retry excludes the endpoints its call tried.
+
+``pick`` is on every call's path: it chooses from a candidate list kept ready
+(rebuilt when the registry's set changes, on an ejection and when one ends), so a
+call allocates nothing here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +39,7 @@ from typing import Any, Generic, TypeVar
 from grpc import aio
 
 from cellwork.balancing.policy import make_policy
-from cellwork.balancing.stats import EjectionPolicy, EndpointStats
+from cellwork.balancing.stats import EjectionPolicy, EndpointStats, may_eject
 from cellwork.discovery.instance import InstanceInfo, InstanceStatus
 from cellwork.errors import NoEndpoints
 from cellwork.observability.logging import get_logger
@@ -76,6 +95,9 @@ class Balancer(Generic[StubT]):
         self._close_grace = close_grace
         self._endpoints: dict[str, Endpoint[StubT]] = {}
         self._serving: list[Endpoint[StubT]] = []
+        self._candidates: list[Endpoint[StubT]] = []  # what a pick chooses from
+        self._recheck_at = math.inf  # when an ejection ends: the candidates change
+        self._rng = random.random
         self._closing: set[asyncio.Task[None]] = set()
         self._ejections, self._gauge = balancer_metrics()
         self._changed = asyncio.Event()
@@ -101,8 +123,31 @@ class Balancer(Generic[StubT]):
             else:
                 endpoint.info = info
         self._serving = [e for e in self._endpoints.values() if e.serving]
+        self._refresh(time.monotonic())
         self._publish_gauges()
         self._changed.set()
+
+    def _refresh(self, now: float) -> None:
+        """Rebuild the candidates: the healthy serving endpoints, or all (panic mode)."""
+        serving = self._serving
+        healthy = [e for e in serving if e.stats.ejected_until <= now]
+        panic = not healthy or len(healthy) < self.ejection.panic_threshold * len(serving)
+        self._candidates = list(serving) if panic else healthy
+        self._recheck_at = min(
+            (e.stats.ejected_until for e in serving if e.stats.ejected_until > now),
+            default=math.inf,
+        )
+
+    @property
+    def panicking(self) -> bool:
+        """True while picks spread over ejected endpoints too (few are healthy)."""
+        now = time.monotonic()
+        return any(e.stats.ejected_until > now for e in self._candidates)
+
+    def configure(self, ejection: EjectionPolicy) -> None:
+        """Take a new ejection policy; endpoints ejected now stay ejected as they were."""
+        self.ejection = ejection
+        self._refresh(time.monotonic())
 
     def _open(self, key: str, info: InstanceInfo) -> Endpoint[StubT]:
         now = time.monotonic()
@@ -122,31 +167,70 @@ class Balancer(Generic[StubT]):
         task.add_done_callback(self._closing.discard)
 
     def pick(self, exclude: Collection[Endpoint[StubT]] = ()) -> Endpoint[StubT]:
-        """Choose an endpoint for one call; raises NoEndpoints when none serves."""
+        """Choose an endpoint for one call, none of ``exclude`` if another serves;
+        raises NoEndpoints when none serves."""
         now = time.monotonic()
-        serving = self._serving
-        candidates = [e for e in serving if e.stats.ejected_until <= now and e not in exclude]
+        if now >= self._recheck_at:
+            self._refresh(now)
+        candidates = self._candidates
+        if exclude:
+            candidates = [e for e in candidates if e not in exclude] or [
+                e for e in self._serving if e not in exclude
+            ]
         if not candidates:
-            # Panic mode: every serving endpoint is ejected or already tried.
-            candidates = [e for e in serving if e not in exclude] or list(serving)
-            if not candidates:
+            if not self._serving:
                 raise NoEndpoints(f"no serving instance of {self.service}")
+            candidates = self._serving  # every one tried: the caller asked for one anyway
         return self._policy.choose(candidates, now)
 
-    def report(self, endpoint: Endpoint[StubT], seconds: float, *, connected: bool) -> None:
-        """Record a finished call: its latency, or a failure to connect."""
-        if connected:
-            endpoint.stats.observe(seconds, time.monotonic())
-            endpoint.stats.record_success()
-        elif endpoint.stats.record_failure(time.monotonic(), self.ejection):
-            self._ejections.labels(self.service).inc()
-            _log.warning(
-                "balancer.ejected",
-                service=self.service,
-                endpoint=endpoint.key,
-                address=endpoint.info.address,
-                seconds=round(endpoint.stats.ejected_until - time.monotonic(), 3),
-            )
+    def has_untried(self, tried: Collection[Endpoint[StubT]]) -> bool:
+        """True when a serving endpoint is not in ``tried``."""
+        return any(e not in tried for e in self._serving)
+
+    def report_answer(self, endpoint: Endpoint[StubT], seconds: float, now: float) -> None:
+        """Record an answer that is no failure (any status but UNAVAILABLE, INTERNAL and
+        DEADLINE_EXCEEDED): its latency, and the failures in a row end."""
+        stats = endpoint.stats
+        stats.observe(seconds, now)
+        if stats.consecutive_failures or stats.consecutive_refusals or stats.ejections:
+            stats.record_success(now, self.ejection)
+
+    def report_failure(
+        self, endpoint: Endpoint[StubT], seconds: float, now: float, *, refused: bool
+    ) -> None:
+        """Record a failed answer (its latency too) or a refused connection (``refused``);
+        eject the endpoint when the policy says so and the cap allows."""
+        stats = endpoint.stats
+        if not refused:
+            stats.observe(seconds, now)
+        if not stats.record_failure(self.ejection, refused=refused) or stats.is_ejected(now):
+            return
+        serving = self._serving
+        if endpoint not in serving:
+            return  # draining or gone: it gets no new calls anyway
+        ejected = sum(1 for e in serving if e.stats.ejected_until > now)
+        if not may_eject(ejected, len(serving), self.ejection):
+            return
+        seconds = stats.eject(now, self.ejection, self._rng())
+        self._refresh(now)
+        self._ejections.labels(self.service).inc()
+        _log.warning(
+            "balancer.ejected",
+            service=self.service,
+            endpoint=endpoint.key,
+            address=endpoint.info.address,
+            reason="refused" if refused else "failed_answers",
+            ejections=stats.ejections,
+            seconds=round(seconds, 3),
+        )
+
+    def endpoint_calls(self) -> list[tuple[str, int]]:
+        """(instance id, attempts sent to it) of every endpoint known now."""
+        return [(e.info.instance_id, e.stats.calls) for e in list(self._endpoints.values())]
+
+    def ejected_endpoints(self, now: float) -> int:
+        """Serving endpoints ejected at ``now``."""
+        return sum(1 for e in list(self._serving) if e.stats.ejected_until > now)
 
     async def wait_for_endpoints(self, count: int = 1, timeout: float = 10.0) -> None:
         """Wait until at least ``count`` endpoints are serving."""
@@ -165,6 +249,7 @@ class Balancer(Generic[StubT]):
     async def close(self) -> None:
         """Close every channel now."""
         endpoints, self._endpoints, self._serving = list(self._endpoints.values()), {}, []
+        self._candidates = []
         for task in list(self._closing):
             await stop_task(task)
         for endpoint in endpoints:

@@ -39,10 +39,21 @@ class RetryBudget:
             )
             self._stamp = now
 
+    def reconfigure(self, ratio: float, min_per_second: float) -> None:
+        """Take new rates, keeping the tokens saved so far."""
+        if ratio < 0 or min_per_second < 0:
+            raise ValueError("ratio and min_per_second must be >= 0")
+        self.ratio = ratio
+        self.min_per_second = min_per_second
+
     def record_request(self, now: float) -> None:
         """Deposit the share of one first attempt."""
-        self._refill(now)
-        self._tokens = min(self.capacity, self._tokens + self.ratio)
+        # On every call: _refill inlined, a method call being a good part of the cost.
+        tokens = self._tokens + self.ratio
+        if now > self._stamp:
+            tokens += (now - self._stamp) * self.min_per_second
+            self._stamp = now
+        self._tokens = tokens if tokens < self.capacity else self.capacity
 
     def try_acquire(self, now: float) -> bool:
         """Take one retry token if there is one; False means do not retry."""

@@ -33,7 +33,19 @@ CLIENT_SUFFIX = "_client.py"
 # What a generated class inherits from ``Client`` or declares itself: an RPC whose
 # method or constant would take one of these names is refused, not silently shadowing.
 RESERVED_METHODS = frozenset(
-    {"balancer", "call", "close", "has_endpoints", "invoke", "on_close", "service", "stub_factory"}
+    {
+        "apply",
+        "balancer",
+        "breaker",
+        "call",
+        "close",
+        "has_endpoints",
+        "invoke",
+        "on_close",
+        "policy",
+        "service",
+        "stub_factory",
+    }
 )
 RESERVED_CONSTANTS = frozenset({"IDEMPOTENT", "SERVICE"})
 

@@ -2,17 +2,22 @@
 
 import asyncio
 import collections
+import os
+import signal
+import subprocess
+import sys
 import time
 
-import pytest
+from prometheus_client import REGISTRY
 
-from cellwork.balancing import EjectionPolicy
+from cellwork import CallPolicy, errors
+from cellwork.balancing import Balancer
 from cellwork.discovery import InstanceInfo, InstanceStatus
 from cellwork.rpc.client import connect_client
 from cellwork.runtime.nats_server import free_port
-from cellwork.testing import start_service
-from cellwork.testing.echo import EchoSettings, create_service, echo_stub
+from cellwork.testing.echo import echo_stub
 from cellwork.testing.v1 import echo_pb2
+from tests.integration.cellwork.echoes import calls_to, endpoint_of
 from tests.waiting import BOUND, wait_until
 
 
@@ -32,26 +37,6 @@ async def spread(client, calls: int, concurrency: int = 8, idempotent=False):
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return counts, failures
-
-
-@pytest.fixture
-async def echoes(nats_server):
-    started = []
-
-    async def start(instance_id, **settings):
-        service = await start_service(
-            create_service,
-            nats_server.url,
-            settings_class=EchoSettings,
-            instance_id=instance_id,
-            **settings,
-        )
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        await service.close()
 
 
 async def test_calls_spread_over_three_instances(registry, echoes):
@@ -84,25 +69,147 @@ async def test_most_traffic_shifts_away_from_an_instance_made_20ms_slower(regist
         await client.close()
 
 
-async def test_an_instance_refusing_connections_is_ejected_and_no_call_fails(registry, echoes):
+async def test_an_instance_refusing_connections_is_ejected_at_once_and_no_call_fails(
+    registry, echoes
+):
     await echoes("ok0")
     await echoes("ok1")
     dead = InstanceInfo(
         service="echo", instance_id="refuser", host="127.0.0.1", grpc_port=free_port()
     )
     await registry.put(dead)
-    client = await connect_client(
-        registry, "echo", echo_stub, ejection=EjectionPolicy(consecutive_failures=2)
+    client = await connect_client(registry, "echo", echo_stub)
+    try:
+        await client.balancer.wait_for_endpoints(3)
+        # Not idempotent: a call that never reached a server is retried whatever it is.
+        counts, failures = await spread(client, 300, concurrency=1)
+        assert failures == 0
+        assert counts["refuser"] == 0 and counts["ok0"] + counts["ok1"] == 300
+        refuser = endpoint_of(client, "refuser")
+        assert refuser.stats.calls == 1  # one refused connection, and never again
+        assert refuser.stats.ejections == 1
+        assert refuser.stats.is_ejected(time.monotonic() + 25)  # 30 s, the default
+    finally:
+        await client.close()
+
+
+async def test_an_instance_answering_internal_is_ejected_after_five_and_gets_no_more_calls(
+    registry, echoes
+):
+    await echoes("ok0")
+    await echoes("ok1")
+    await echoes("broken", failing_with=errors.Internal)
+    # Round robin: p2c would send the broken instance few calls (its failures are
+    # logged, so it answers slower), where this test wants it to get its share.
+    client = await connect_client(registry, "echo", echo_stub, balancing="round_robin")
+    before = (
+        REGISTRY.get_sample_value("cellwork_balancer_ejections_total", {"service": "echo"}) or 0.0
     )
     try:
         await client.balancer.wait_for_endpoints(3)
-        counts, failures = await spread(client, 300, idempotent=True)
-        assert failures == 0
-        assert counts["refuser"] == 0 and counts["ok0"] + counts["ok1"] == 300
-        refuser = next(e for e in client.balancer.endpoints if e.info.instance_id == "refuser")
-        assert refuser.stats.ejections >= 1
-        assert refuser.stats.is_ejected(time.monotonic())
+        counts, failures = await spread(client, 300, concurrency=1)
+        # INTERNAL is not retried: the caller saw the five answers that ejected it.
+        assert failures == 5 and counts["broken"] == 0
+        assert calls_to(client, "broken") == 5
+        assert endpoint_of(client, "broken").stats.is_ejected(time.monotonic())
+        counts, failures = await spread(client, 300)
+        assert failures == 0 and calls_to(client, "broken") == 5
+        assert (
+            REGISTRY.get_sample_value("cellwork_balancer_ejected_endpoints", {"service": "echo"})
+            == 1
+        )
+        after = REGISTRY.get_sample_value("cellwork_balancer_ejections_total", {"service": "echo"})
+        assert after == before + 1
     finally:
+        await client.close()
+
+
+async def test_never_more_than_half_of_the_instances_are_ejected(registry, echoes):
+    await echoes("broken0", failing_with=errors.Internal)
+    await echoes("broken1", failing_with=errors.Internal)
+    await echoes("ok")
+    client = await connect_client(registry, "echo", echo_stub, balancing="round_robin")
+    try:
+        await client.balancer.wait_for_endpoints(3)
+        await spread(client, 200, concurrency=1)
+        broken = [endpoint_of(client, f"broken{i}").stats for i in range(2)]
+        assert sorted(stats.ejections for stats in broken) == [0, 1]  # 1 of 3, not 2
+        assert client.balancer.ejected_endpoints(time.monotonic()) == 1
+    finally:
+        await client.close()
+
+
+async def test_each_endpoints_calls_are_counted_and_the_series_goes_with_the_endpoint(
+    registry, echoes
+):
+    await echoes("stays")
+    leaving = await echoes("leaving")
+    client = await connect_client(registry, "echo", echo_stub)
+
+    def scraped(instance_id: str) -> float | None:
+        return REGISTRY.get_sample_value(
+            "cellwork_rpc_endpoint_calls_total", {"service": "echo", "endpoint": instance_id}
+        )
+
+    try:
+        await client.balancer.wait_for_endpoints(2)
+        counts, _ = await spread(client, 100)
+        # Other clients of echo in this process (each instance's relay client) add none.
+        assert scraped("leaving") == counts["leaving"] == calls_to(client, "leaving") > 0
+        await leaving.close()
+        await wait_until(lambda: scraped("leaving") is None, "the series to go")
+        assert scraped("stays") == counts["stays"]
+    finally:
+        await client.close()
+
+
+async def test_a_frozen_instance_gets_few_calls_after_it_stops_answering(
+    registry, echoes, nats_server, tmp_path
+):
+    """SIGSTOP: no answers, no refusals, and a latency estimate that decays while none
+    come. The age of its outstanding calls makes it costly within milliseconds instead.
+
+    It still takes its share of the calls sent before its first one looks late (p2c
+    evens out the calls in flight: about a third of them here, ~8 of 24); without the
+    age term most of the 24 callers end up waiting on it (measured: 19 to 24).
+    """
+    await echoes("ok0")
+    await echoes("ok1")
+    frozen = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cellwork",
+        "serve",
+        "cellwork.testing.echo",
+        env={
+            **os.environ,
+            "CELLWORK_NATS_URL": nats_server.url,
+            "CELLWORK_INSTANCE_ID": "frozen",
+            "CELLWORK_HOST": "127.0.0.1",
+            "CELLWORK_GRPC_PORT": "0",
+            "CELLWORK_METRICS_PORT": "0",
+            "CELLWORK_LOG_LEVEL": "warning",
+        },
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = await connect_client(registry, "echo", echo_stub, policy=CallPolicy(timeout=2.0))
+    try:
+        await client.balancer.wait_for_endpoints(3, timeout=BOUND)
+        await spread(client, 90, concurrency=3)  # each instance is called and answers
+        assert calls_to(client, "frozen") > 0
+        frozen.send_signal(signal.SIGSTOP)  # with no call in flight
+        reached = calls_to(client, "frozen")
+        counts, failures = await spread(client, 600, concurrency=24)
+        late = calls_to(client, "frozen") - reached
+        assert failures == late <= 12
+        assert counts["frozen"] == 0
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        frozen.kill()
+        async with asyncio.timeout(BOUND):
+            await frozen.wait()
         await client.close()
 
 
@@ -157,3 +264,33 @@ async def test_draining_instances_get_no_new_calls(registry, echoes):
         assert failures == 0 and counts == {"stays": 100}
     finally:
         await client.close()
+
+
+async def test_below_half_healthy_picks_spread_over_every_serving_endpoint():
+    """Panic mode. Channels to free ports: only picks are made, no call."""
+    balancer = Balancer("echo", echo_stub)
+    infos = {
+        f"echo.e{i}": InstanceInfo(
+            service="echo", instance_id=f"e{i}", host="127.0.0.1", grpc_port=free_port()
+        )
+        for i in range(4)
+    }
+    try:
+        balancer.update(infos)
+        now = time.monotonic()
+        by_id = {e.info.instance_id: e for e in balancer.endpoints}
+        for ejected in ("e0", "e1"):
+            by_id[ejected].stats.eject(now, balancer.ejection, draw=0.0)
+        balancer.update(infos)  # two of four healthy: not below half
+        picked = {balancer.pick().info.instance_id for _ in range(200)}
+        assert picked == {"e2", "e3"} and not balancer.panicking
+        draining = {**infos, "echo.e3": infos["echo.e3"].with_status(InstanceStatus.DRAINING)}
+        balancer.update(draining)  # one of three serving healthy: panic
+        picked = {balancer.pick().info.instance_id for _ in range(200)}
+        assert picked == {"e0", "e1", "e2"} and balancer.panicking
+        # A retry still goes to an endpoint its call has not tried.
+        tried = [by_id["e2"], by_id["e0"]]
+        assert {balancer.pick(tried).info.instance_id for _ in range(50)} == {"e1"}
+        assert balancer.has_untried(tried) and not balancer.has_untried([*tried, by_id["e1"]])
+    finally:
+        await balancer.close()

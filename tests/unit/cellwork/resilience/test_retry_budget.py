@@ -42,3 +42,14 @@ def test_bad_parameters_are_refused():
         except ValueError:
             continue
         raise AssertionError(kwargs)
+
+
+def test_new_rates_keep_the_tokens_saved():
+    budget = RetryBudget(ratio=0.5, min_per_second=0.0, capacity=100, now=0.0)
+    for _ in range(10):
+        budget.record_request(0.0)
+    saved = budget.tokens
+    budget.reconfigure(ratio=0.1, min_per_second=0.0)
+    assert budget.tokens == saved
+    budget.record_request(0.0)
+    assert budget.tokens == saved + 0.1
