@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
@@ -67,6 +68,7 @@ from cellwork.events.streams import StreamSpec, ensure_streams
 from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import dependency_up, start_metrics_server
 from cellwork.resilience.backoff import backoff
+from cellwork.resilience.policy import CallPolicy
 from cellwork.resilience.tasks import stop_task
 from cellwork.rpc.client import Client, balanced_client
 from cellwork.rpc.faults import FAULTS_GROUP, FaultLayer, Faults
@@ -214,6 +216,9 @@ class Service:
     def client(self, service: str, kind: Any, **options: Any) -> Any:
         """A balanced client of another service, usable once this one has started.
 
+        Its ``CallPolicy`` (``policy=``, or the defaults) is live: the group
+        ``calls_<service>`` of this service's settings (``calls_group``).
+
         ``kind`` is a generated client class (``CatalogClient``: typed methods) or a
         stub class (an untyped ``Client``). Its registry watcher starts and stops with
         this service; options go to ``balanced_client``.
@@ -222,6 +227,9 @@ class Service:
             raise RuntimeError("declare clients in the composition root, before start()")
         client = balanced_client(kind, service, caller=self.name, **options)
         self._clients.append(client)
+        # Its policy is a live group of its own: `cellwork config set
+        # gateway.calls_feed.breaker '{"open_seconds": 2}'` reaches this client only.
+        self.live(calls_group(service), CallPolicy, client.apply, initial=client.policy)
         return client
 
     def live(
@@ -542,6 +550,11 @@ class Service:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*(stop_task(task) for task in tasks))
+
+
+def calls_group(service: str) -> str:
+    """The live settings group holding the policy of a client of ``service``."""
+    return "calls_" + re.sub(r"[^A-Za-z0-9_]", "_", service)[:56]
 
 
 def _name_of(job: Job) -> str:

@@ -19,7 +19,10 @@ from cellwork.config.admin import write_settings
 from cellwork.config.bucket import ConfigBucket
 from cellwork.config.dynamic import LiveGroup
 from cellwork.events.connection import connect_nats
+from cellwork.resilience import CallPolicy
+from cellwork.service import calls_group
 from cellwork.testing import NatsServer
+from cellwork.testing.echo import echo_stub
 from tests.waiting import wait_until
 
 SETTINGS = ServiceSettings()
@@ -199,3 +202,39 @@ async def test_groups_are_declared_once_and_before_start(nats_server):
             service.live("later", Knobs, print)
     finally:
         await service.drain(1)
+
+
+async def test_a_clients_call_policy_is_a_live_group(nats_server: NatsServer, js: Any) -> None:
+    service = Service(
+        "knobs",
+        ServiceSettings(nats_url=nats_server.url, instance_id="k-1", drain_propagation=0.05),
+    )
+    client = service.client("echo", echo_stub)
+    assert client.policy.breaker.open_seconds == 5.0
+    await service.start()
+    try:
+        await write_settings(
+            js,
+            SETTINGS.config_bucket,
+            SETTINGS.registry_bucket,
+            "knobs",
+            calls_group("echo"),
+            {"breaker": {"open_seconds": 2.0}, "max_in_flight": 7},
+        )
+        await wait_until(
+            lambda: client.policy.max_in_flight == 7, "the client's policy changed live"
+        )
+        assert client.policy.breaker.open_seconds == 2.0
+        assert client.policy.retry == CallPolicy().retry  # what was not set keeps its value
+        with pytest.raises(Exception, match="max_in_flight"):
+            await write_settings(
+                js,
+                SETTINGS.config_bucket,
+                SETTINGS.registry_bucket,
+                "knobs",
+                calls_group("echo"),
+                {"max_in_flight": 0},
+            )
+        assert client.policy.max_in_flight == 7
+    finally:
+        await service.close()
