@@ -17,9 +17,10 @@ import nats
 import pytest
 
 from cellwork.discovery.instance import InstanceInfo
+from cellwork.testing.capacity import measure_capacity
 from cellwork.testing.driver import Answer, OpenLoopDriver
 from cellwork.testing.httpload import LoadClient
-from tests.chaos.faults import drive, eventually, load_rate, ms, sample_sum
+from tests.chaos.faults import CLIENT_CEILING, Mix, drive, eventually, load_rate, ms, sample_sum
 from tests.chaos.learnfeed_cell import LearnfeedCell, start_cell
 from tests.chaos.measured import record
 
@@ -269,3 +270,199 @@ async def test_a_rolling_restart_of_feed_under_load(tmp_path: Path) -> None:
         assert len(new) == 3 and not {i["id"] for i in new} & set(old)
     finally:
         assert cell.process.stop() == 0, cell.process.log_tail()
+
+
+async def endpoint_calls(cell: LearnfeedCell, endpoint: str) -> float:
+    """Attempts the gateways have sent to the feed instance ``endpoint`` so far."""
+    gateways = (await cell.metrics("gateway")).values()
+    return sample_sum(
+        gateways, "cellwork_rpc_endpoint_calls_total", service="feed", endpoint=endpoint
+    )
+
+
+async def reads_only(cell: LearnfeedCell) -> Mix:
+    async def reads(client: LoadClient, index: int) -> Answer:
+        return await cell.read(client)
+
+    return reads
+
+
+PAUSE = 20.0
+
+
+@pytest.mark.parametrize("hang_timeout", [PAUSE + 10.0, None], ids=["kept", "replaced"])
+async def test_a_feed_instance_paused(tmp_path: Path, hang_timeout: float | None) -> None:
+    supervisor = {"hang_timeout": hang_timeout} if hang_timeout else None
+    name = "chaos-pause-kept" if hang_timeout else "chaos-pause-replaced"
+    cell = start_cell(tmp_path, name, FEED_COPIES_OFF, replicas={"feed": 3}, supervisor=supervisor)
+    try:
+        capacity, rate = await load_rate(cell)
+        counts: dict[str, float] = {}
+        victim = "feed-1"
+        paused_pid: list[int] = []
+
+        async def pause(driver: OpenLoopDriver) -> None:
+            await asyncio.sleep(5)
+            paused_pid.extend(i["pid"] for i in await cell.instances("feed") if i["id"] == victim)
+            counts["before"] = await endpoint_calls(cell, victim)
+            await cell.control("pause", service="feed", instance=victim, seconds=PAUSE)
+            driver.mark("paused")
+            await asyncio.sleep(PAUSE - 1.0)
+            counts["paused"] = await endpoint_calls(cell, victim)
+            driver.mark("pause ends")
+
+        run = await drive(cell, rate, PAUSE + 15, pause, mix=await reads_only(cell))
+        reached = counts["paused"] - counts["before"]
+        failed = run.failed("feed", (200,))
+        serving = await cell.instances("feed")
+        replaced = not {i["pid"] for i in serving} & set(paused_pid)
+        gateways = len(await cell.instances("gateway"))
+        record(
+            f"calls 2. one of 3 feed instances SIGSTOPped for {PAUSE:g} s "
+            f"(hang timeout {'above the pause' if hang_timeout else 'default'}, feed copies off)",
+            capacity_rps=capacity,
+            rate_rps=rate,
+            reads=len(run.of("feed")),
+            failed_reads=len(failed),
+            calls_reaching_it_while_stopped=reached,
+            replaced=replaced,
+            read_p99_ms=ms(run.latency("feed", 0.99)),
+            client_lag_p99_ms=ms(run.lag_p99),
+        )
+        assert failed == [], sorted({(r.status, r.error, r.detail) for r in failed})
+        if hang_timeout:
+            # 5 failed answers eject it from each gateway's balancer; the slack is what
+            # left between reading the counters and the SIGSTOP landing.
+            assert reached <= 5 * gateways + 5
+        else:
+            await eventually(
+                lambda: _replaced(cell, paused_pid), "the paused instance replaced", timeout=60
+            )
+    finally:
+        assert cell.process.stop() == 0, cell.process.log_tail()
+
+
+async def _replaced(cell: LearnfeedCell, pids: list[int]) -> bool:
+    serving = await cell.instances("feed")
+    return len(serving) == 3 and not {i["pid"] for i in serving} & set(pids)
+
+
+async def test_a_feed_instance_answering_internal_to_every_call(tmp_path: Path) -> None:
+    cell = start_cell(tmp_path, "chaos-internal", FEED_COPIES_OFF, replicas={"feed": 3})
+    try:
+        capacity, rate = await load_rate(cell)
+        victim = "feed-2"
+        counts: dict[str, float] = {}
+
+        async def fail_one(driver: OpenLoopDriver) -> None:
+            await asyncio.sleep(5)
+            await cli_ok(cell, "chaos", "fail", "feed", "1.0", "--instance", victim)
+            driver.mark("failing")
+            await asyncio.sleep(20)  # within the first ejection's 30 s
+            feeds = await cell.metrics("feed")
+            counts["failed_answers"] = sample_sum(
+                [feeds[victim]], "cellwork_faults_injected_total", kind="fail"
+            )
+            driver.mark("measured")
+
+        run = await drive(cell, rate, 30, fail_one, mix=await reads_only(cell))
+        gateways = (await cell.metrics("gateway")).values()
+        ejections = sample_sum(gateways, "cellwork_balancer_ejections_total", service="feed")
+        failed = run.failed("feed", (200,))
+        record(
+            "calls 7. one of 3 feed instances answering INTERNAL to every call (feed copies off)",
+            capacity_rps=capacity,
+            rate_rps=rate,
+            reads=len(run.of("feed")),
+            failed_reads=len(failed),
+            internal_answers_it_gave=counts["failed_answers"],
+            ejections=ejections,
+            read_p99_ms=ms(run.latency("feed", 0.99)),
+            client_lag_p99_ms=ms(run.lag_p99),
+        )
+        # Each caller (gateways, recommenders) ejects it after 5 failed answers in a row;
+        # the gateways' 5 reads are answered from the user's last feed.
+        callers = len(gateways) + len(await cell.instances("recommender"))
+        assert counts["failed_answers"] <= 5 * callers
+        assert ejections >= 1
+        assert failed == [], sorted({(r.status, r.error, r.detail) for r in failed})
+    finally:
+        assert cell.process.stop() == 0, cell.process.log_tail()
+
+
+OVERLOAD_CPU_MS = "30"  # of CPU per feed call: about 30 calls/s from one instance
+OVERLOAD = 3.0  # times what feed can serve
+
+
+async def feed_served(cell: LearnfeedCell) -> float:
+    """GetFeed calls feed's instances have answered OK so far."""
+    feeds = (await cell.metrics("feed")).values()
+    return sample_sum(feeds, "cellwork_rpc_server_requests_total", method="Feed/GetFeed", code="OK")
+
+
+async def test_feed_offered_three_times_what_it_can_serve(tmp_path: Path) -> None:
+    cell = start_cell(tmp_path, "chaos-overload", FEED_COPIES_OFF, replicas={"feed": 1})
+    try:
+        await cli_ok(cell, "chaos", "delay", "feed", OVERLOAD_CPU_MS, "--cpu")
+        # Feed's capacity with that fault: a closed loop under its smallest limit, so
+        # nothing is shed while it is measured.
+        before, started = await feed_served(cell), time.monotonic()
+        await measure_capacity(
+            f"{cell.http}/v1/feed?limit=20",
+            {"Authorization": f"Bearer {cell.first_token()}"},
+            seconds=6,
+            connections=8,
+        )
+        capacity = (await feed_served(cell) - before) / (time.monotonic() - started)
+        rate = round(OVERLOAD * capacity, 1)
+        assert rate <= CLIENT_CEILING, (
+            f"feed serves {capacity:.0f}/s: more than this client can triple"
+        )
+        restarts = {i["id"]: i["restarts"] for i in await cell.instances("feed")}
+        shed_before = await refusals(cell)
+        served_before = await feed_served(cell)
+
+        async def nothing(driver: OpenLoopDriver) -> None:
+            await asyncio.sleep(0)
+
+        overload = await drive(cell, rate, 20, nothing, mix=await reads_only(cell))
+        goodput = (await feed_served(cell) - served_before) / 20
+        shed, in_20_ms = (a - b for a, b in zip(await refusals(cell), shed_before, strict=True))
+        calm = await drive(cell, round(capacity / 3, 1), 15, nothing, mix=await reads_only(cell))
+        after = {i["id"]: i["restarts"] for i in await cell.instances("feed")}
+        calm_failed = calm.failed("feed", (200,), after=5.0)
+        record(
+            f"calls 6. feed offered {OVERLOAD:g}x what it can serve "
+            f"({OVERLOAD_CPU_MS} ms of CPU a call, one instance, feed copies off)",
+            feed_capacity_rps=round(capacity, 1),
+            rate_rps=rate,
+            reads=len(overload.of("feed")),
+            answered_200=sum(1 for r in overload.of("feed") if r.status == 200),
+            answered_503=sum(1 for r in overload.of("feed") if r.status == 503),
+            goodput_rps=round(goodput, 1),
+            goodput_share=round(goodput / capacity, 2),
+            shed_at_feed=shed,
+            shed_within_20_ms=in_20_ms,
+            restarts=sum(after.values()) - sum(restarts.values()),
+            failed_5s_after_load_dropped=len(calm_failed),
+            read_p99_ms=ms(overload.latency("feed", 0.99)),
+            client_lag_p99_ms=ms(max(overload.lag_p99, calm.lag_p99)),
+        )
+        assert shed > 0  # it was overloaded, and said so
+        assert in_20_ms >= 0.99 * shed
+        assert goodput >= 0.8 * capacity
+        assert after == restarts
+        assert [r for r in overload.of("feed") if r.status not in (200, 503) or r.error] == []
+        assert calm_failed == [], sorted({(r.status, r.error, r.detail) for r in calm_failed})
+    finally:
+        assert cell.process.stop() == 0, cell.process.log_tail()
+
+
+async def refusals(cell: LearnfeedCell) -> tuple[float, float]:
+    """(calls feed refused as overloaded, those refused within 20 ms of arriving)."""
+    feeds = list((await cell.metrics("feed")).values())
+    name = "cellwork_rpc_server_refusal_seconds"
+    return (
+        sample_sum(feeds, f"{name}_count", method="Feed/GetFeed"),
+        sample_sum(feeds, f"{name}_bucket", method="Feed/GetFeed", le="0.02"),
+    )
