@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -33,6 +33,9 @@ from cellwork.runtime.cells import resolve_cell
 from cellwork.runtime.control import STATE_FILE, CellState, request
 from cellwork.runtime.serve import run_forever
 from cellwork.stream import DEFAULT_URL, TOKEN_ENV
+
+if TYPE_CHECKING:
+    from cellwork.observability.resilience_view import CallsRow, SheddingRow
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -144,8 +147,14 @@ def status(
     except CellworkError as exc:
         raise fail(exc.message) from None
     lag = _consumer_lag(state.nats_url)
+    calls, shedding = _pipeline_view(result["instances"])
     if as_json:
-        print(json.dumps({**result, "consumers": lag}, indent=2))
+        views = {
+            "consumers": lag,
+            "calls": [row.as_json() for row in calls],
+            "shedding": [row.as_json() for row in shedding],
+        }
+        print(json.dumps({**result, **views}, indent=2))
         return
     table = Table(title=f"cell {result['cell']}")
     for column in ("service", "id", "pid", "address", "metrics", "status", "restarts", "uptime"):
@@ -165,7 +174,47 @@ def status(
         )
     console.print(table)
     console.print(_nats_line(result.get("nats", {})))
+    _print_pipeline_view(calls, shedding)
     _print_consumer_lag(lag)
+
+
+def _pipeline_view(
+    instances: list[dict[str, Any]],
+) -> tuple[list[CallsRow], list[SheddingRow]]:
+    """Breakers, ejections, retries and shedding, from the instances' metrics."""
+    from cellwork.observability.resilience_view import scrape, summarize
+
+    serving = [i for i in instances if i["status"] == "SERVING"]
+    return summarize(run_forever(scrape(serving)))
+
+
+def _print_pipeline_view(calls: list[CallsRow], shedding: list[SheddingRow]) -> None:
+    if calls:
+        table = Table(title="calls (caller -> target)")
+        for column in ("caller", "target", "breaker", "ejected", "retries", "no budget", "refused"):
+            table.add_column(column)
+        colors = {"closed": "green", "half-open": "yellow", "open": "red"}
+        for row in calls:
+            table.add_row(
+                row.caller,
+                row.target,
+                f"[{colors[row.breaker]}]{row.breaker}[/]",
+                str(row.ejected),
+                str(row.retries),
+                str(row.budget_exhausted),
+                str(row.rejected),
+            )
+        console.print(table)
+    shed = [method for method in shedding if method.shed]
+    if shed:
+        table = Table(title="shedding (methods that shed calls)")
+        for column in ("service", "method", "limit", "shed"):
+            table.add_column(column)
+        for method in shed:
+            low, high = method.limit_min, method.limit_max
+            limit = str(low) if low == high else f"{low}-{high}"
+            table.add_row(method.service, method.method, limit, str(method.shed))
+        console.print(table)
 
 
 def _nats_line(nats: dict[str, Any]) -> str:

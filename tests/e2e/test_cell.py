@@ -139,6 +139,11 @@ async def test_cli_status_and_scale_act_on_the_running_cell(tmp_path, cell):
         "service", "id", "pid", "host", "grpc_port", "metrics_port", "status", "restarts", "uptime",
     }  # fmt: skip
     assert all(r["status"] == "SERVING" and r["grpc_port"] > 0 for r in rows)
+    # The call pipeline as the instances' metrics show it: echo relays through a client
+    # of echo, whose breaker is closed.
+    calls = json.loads(shown.stdout)["calls"]
+    assert [(c["caller"], c["target"], c["breaker"]) for c in calls] == [("echo", "echo", "closed")]
+    assert isinstance(json.loads(shown.stdout)["shedding"], list)
 
     before = pids(sup)
     up = await cli("scale", "echo", "3")
