@@ -8,6 +8,7 @@ control socket. ``delay``, ``fail`` and ``clear`` set the live settings group
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +26,7 @@ from cellwork.cli_support import (
     on_nats,
 )
 from cellwork.config.admin import clear_group, write_settings
-from cellwork.errors import CellworkError
+from cellwork.errors import CellworkError, NotFound
 from cellwork.runtime.control import request
 from cellwork.runtime.serve import run_forever
 
@@ -187,3 +188,116 @@ def chaos_clear(
         console.print(f"{instance or service}: no faults were set", soft_wrap=True)
         return
     console.print(f"{instance or service}: faults cleared ({', '.join(cleared)})", soft_wrap=True)
+
+
+@chaos.command("proxy")
+def chaos_proxy(
+    service: Service,
+    instance: Annotated[str, typer.Option("--instance", help="the instance to stand in for")],
+    latency: Annotated[float, typer.Option(help="ms added to each answer", min=0)] = 0.0,
+    jitter: Annotated[float, typer.Option(help="ms of jitter on --latency", min=0)] = 0.0,
+    blackhole: Annotated[
+        bool, typer.Option("--blackhole", help="swallow all data, hold connections")
+    ] = False,
+    reset: Annotated[bool, typer.Option("--reset", help="reset every connection (RST)")] = False,
+    bandwidth: Annotated[float, typer.Option(help="KB/s each way (0: unlimited)", min=0)] = 0.0,
+    slicer: Annotated[int, typer.Option(help="answer in slices of about N bytes", min=0)] = 0,
+    limit_data: Annotated[
+        int, typer.Option("--limit-data", help="close after N bytes (0: no limit)", min=0)
+    ] = 0,
+    seconds: Annotated[
+        float, typer.Option("--for", help="seconds to stand in (0: until Ctrl-C)", min=0)
+    ] = 0.0,
+    cell: CellOption = None,
+    file: CellFile = None,
+    state_dir: StateDir = None,
+    nats_url: NatsUrl = None,
+) -> None:
+    """Put a TCP fault proxy in front of one instance, in its place in the registry (its
+    live setting ``registry.address``), with Toxiproxy's faults; runs in the foreground
+    and gives the instance its own address back when it ends."""
+    from cellwork.testing.faultproxy import (
+        Bandwidth,
+        Direction,
+        FaultProxy,
+        Latency,
+        LimitData,
+        ResetPeer,
+        Slicer,
+        Timeout,
+    )
+
+    toxics: list[Any] = []
+    if latency or jitter:
+        toxics.append(Latency(latency, jitter))
+    if blackhole:
+        toxics.append(Timeout(0))
+    if reset:
+        toxics.append(ResetPeer(0))
+    if bandwidth:
+        toxics.append(Bandwidth(bandwidth))
+    if slicer:
+        toxics.append(Slicer(slicer, 0, 1000))
+    if limit_data:
+        toxics.append(LimitData(limit_data))
+    nats = cell_nats(cell, file, state_dir, nats_url)
+    upstream = on_nats(
+        nats, lambda js: _instance_address(js, nats.registry_bucket, service, instance)
+    )
+
+    async def stand_in() -> str:
+        async with FaultProxy(upstream) as proxy:
+            for toxic in toxics:
+                proxy.add(toxic, direction=Direction.DOWNSTREAM)
+            await _advertise(nats, service, instance, proxy.address)
+            faults = ", ".join(t.kind for t in toxics) or "no faults"
+            console.print(
+                f"{instance}: callers dial {proxy.address} ({faults}) instead of {upstream}",
+                soft_wrap=True,
+            )
+            try:
+                if seconds:
+                    await asyncio.sleep(seconds)
+                else:
+                    await asyncio.Event().wait()
+            finally:
+                await _advertise(nats, service, instance, "")
+            return f"{proxy.stats.accepted} connections went through it"
+
+    try:
+        done = run_forever(stand_in())
+    except KeyboardInterrupt:
+        done = "stopped"
+    console.print(f"{instance}: its own address again; {done}", soft_wrap=True)
+
+
+async def _instance_address(js: Any, bucket: str, service: str, instance: str) -> str:
+    from cellwork.discovery.instance import InstanceInfo
+
+    try:
+        kv = await js.key_value(bucket)
+        entry = await kv.get(f"{service}.{instance}")
+    except Exception as exc:  # not found, bucket missing: say which instance
+        raise NotFound(f"{service} has no registered instance {instance!r}") from exc
+    if not entry.value:
+        raise NotFound(f"{service} has no registered instance {instance!r}")
+    return InstanceInfo.from_json(entry.value).address
+
+
+async def _advertise(nats: Any, service: str, instance: str, address: str) -> None:
+    from cellwork.events.connection import jetstream_session
+    from cellwork.service import STAND_IN_GROUP
+
+    async with jetstream_session(nats.url, "cellwork-cli") as js:
+        if address:
+            await write_settings(
+                js,
+                nats.config_bucket,
+                nats.registry_bucket,
+                service,
+                STAND_IN_GROUP,
+                {"address": address},
+                instance=instance,
+            )
+        else:
+            await clear_group(js, nats.config_bucket, service, STAND_IN_GROUP, instance=instance)

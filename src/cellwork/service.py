@@ -52,7 +52,7 @@ from wsgiref.simple_server import WSGIServer
 
 from grpc import aio
 from nats.aio.client import Client as NatsClient
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from cellwork.config.dynamic import LiveGroup
 from cellwork.config.live import LiveSettings
@@ -135,7 +135,9 @@ class Service:
         self._started = False
         self._serving = False
         self._after_reconnect: asyncio.Task[None] | None = None
+        self._standing_in: asyncio.Task[None] | None = None
         self.live(FAULTS_GROUP, Faults, self.faults.apply)
+        self.stand_in = self.live(STAND_IN_GROUP, StandIn, self._advertise)
 
     # -- declaring (in the composition root, before start) -------------------------
 
@@ -394,6 +396,8 @@ class Service:
         )
         self.registration = Registration(self._registry, info, s.heartbeat_interval)
         await self.registration.start()
+        if self.stand_in.value.address:
+            self._advertise(self.stand_in.value)
         _log.info(
             "service.started", service=self.name, grpc_port=port, metrics_port=self.metrics_port
         )
@@ -449,6 +453,9 @@ class Service:
         if self._after_reconnect is not None:
             task, self._after_reconnect = self._after_reconnect, None
             await stop_task(task)
+        if self._standing_in is not None:
+            task, self._standing_in = self._standing_in, None
+            await stop_task(task)
         for http in self.http_servers:
             await http.close()
         self.http_servers = []
@@ -484,6 +491,19 @@ class Service:
             await asyncio.to_thread(server.shutdown)
             server.server_close()
         self.stopped.set()
+
+    def _advertise(self, stand_in: StandIn) -> None:
+        """Publish the stand-in's address (or this instance's own again) in the registry
+        record; a live group's apply only swaps, so the write runs as a task of its own."""
+        registration = self.registration
+        if registration is None:  # not registered yet: start() advertises it
+            return
+        if self._standing_in is not None:
+            self._standing_in.cancel()
+        address = stand_in.address or None
+        self._standing_in = asyncio.create_task(
+            registration.advertise(address), name=f"advertise:{self.name}"
+        )
 
     async def _start_outboxes(self) -> None:
         if not self._outboxes or self._nc is None:
@@ -550,6 +570,23 @@ class Service:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*(stop_task(task) for task in tasks))
+
+
+STAND_IN_GROUP = "registry"
+
+
+class StandIn(BaseModel):
+    """The live group ``registry``: another address to publish in this instance's
+    record, so that callers dial it instead (``cellwork chaos proxy`` sets it, per
+    instance, to a fault proxy in front of the instance)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str = Field(
+        "",
+        pattern=r"^$|^[^\s:]+:[0-9]{1,5}$",
+        description="host:port published instead of the instance's own; empty: its own",
+    )
 
 
 def calls_group(service: str) -> str:

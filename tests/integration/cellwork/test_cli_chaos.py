@@ -154,3 +154,50 @@ async def test_bad_faults_are_refused_with_the_reason_and_nothing_is_set(echoes,
         code, out = await cellwork("chaos", *args, *cell)
         assert code == 1 and reason in out and "Traceback" not in out, out
     assert not any(echo.service.faults.faults.active for echo in echoes)
+
+
+async def test_a_proxy_stands_in_for_one_instance_then_gives_its_address_back(echoes, tmp_path):
+    standing, other = echoes
+    own = standing.service.info.address
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cellwork",
+        "chaos",
+        "proxy",
+        "echo",
+        "--instance",
+        "echo-0",
+        "--latency",
+        str(DELAY_MS),
+        "--for",
+        "6",
+        "--state-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={"COLUMNS": "200", "PATH": ""},
+    )
+
+    def published() -> str:
+        registration = standing.service.registration
+        return registration.published.address if registration is not None else own
+
+    await wait_until(lambda: published() != own, "echo-0 publishes the proxy's address")
+    assert other.service.registration is not None
+    assert other.service.registration.published.address == other.service.info.address
+    async with aio.insecure_channel(published()) as channel:
+        started = time.monotonic()
+        await echo_pb2_grpc.EchoStub(channel).Echo(echo_pb2.EchoRequest(payload=b"x"), timeout=10)
+        assert time.monotonic() - started >= DELAY_MS / 1000 * 0.9  # through the proxy
+    out, _ = await asyncio.wait_for(process.communicate(), BOUND)
+    assert process.returncode == 0, out.decode()
+    assert "its own address again" in out.decode()
+    await wait_until(lambda: published() == own, "echo-0 publishes its own address again")
+
+
+async def test_a_proxy_for_an_unknown_instance_is_refused(echoes, tmp_path):
+    code, out = await cellwork(
+        "chaos", "proxy", "echo", "--instance", "echo-9", "--for", "1", "--state-dir", str(tmp_path)
+    )
+    assert code == 1 and "no registered instance 'echo-9'" in out
