@@ -15,6 +15,10 @@ ejected together do not return together. An ejection that would leave more than
 a failure shared by most endpoints is the service's (its breaker's business), not
 an outlier's, and ejecting them all would leave nothing to call.
 
+Failed answers, refused connections and sheds (RESOURCE_EXHAUSTED) never make an
+endpoint look cheaper: each is a penalty on its latency estimate (``stats.py``), not a
+latency folded in. A shed neither ends nor adds to the failed answers in a row.
+
 Panic mode: while fewer than ``panic_threshold`` (half) of the serving endpoints
 are healthy (not ejected), which the cap above allows only after the serving set
 shrank under the ejected ones, picks spread over every serving endpoint, ejected
@@ -47,6 +51,9 @@ from cellwork.observability.metrics import balancer_metrics
 from cellwork.resilience.tasks import stop_task
 
 StubT = TypeVar("StubT")
+
+# Beyond 10 failed answers in a row the penalty is at its cap anyway (x 1024).
+_MAX_DOUBLINGS = 10
 
 _log = get_logger("cellwork.balancing")
 
@@ -195,15 +202,24 @@ class Balancer(Generic[StubT]):
         if stats.consecutive_failures or stats.consecutive_refusals or stats.ejections:
             stats.record_success(now, self.ejection)
 
+    def report_shed(self, endpoint: Endpoint[StubT], seconds: float, now: float) -> None:
+        """Record a refusal for load (RESOURCE_EXHAUSTED): a penalty on the latency
+        estimate (``EndpointStats.penalize``), so that a shedding endpoint, however fast
+        it refuses, gets fewer calls; the failures in a row neither end nor grow (the
+        endpoint is busy, not broken)."""
+        endpoint.stats.penalize(seconds, now)
+
     def report_failure(
         self, endpoint: Endpoint[StubT], seconds: float, now: float, *, refused: bool
     ) -> None:
-        """Record a failed answer (its latency too) or a refused connection (``refused``);
+        """Record a failed answer or a refused connection (``refused``): a penalty on the
+        latency estimate, doubling per failed answer in a row (``EndpointStats.penalize``);
         eject the endpoint when the policy says so and the cap allows."""
         stats = endpoint.stats
-        if not refused:
-            stats.observe(seconds, now)
-        if not stats.record_failure(self.ejection, refused=refused) or stats.is_ejected(now):
+        asks = stats.record_failure(self.ejection, refused=refused)
+        in_a_row = 1 if refused else min(stats.consecutive_failures, _MAX_DOUBLINGS)
+        stats.penalize(seconds, now, 2.0**in_a_row)
+        if not asks or stats.is_ejected(now):
             return
         serving = self._serving
         if endpoint not in serving:
