@@ -261,7 +261,7 @@ class Client(Generic[StubT]):
             code = exc.code()
             details = exc.details() or ""
             trailers = exc.trailing_metadata()
-            kind = failure_kind(code, details)
+            kind = failure_kind(code, details, trailers)
             reached = kind is not FailureKind.NOT_CONNECTED
             if not reached or code in FAILED_ANSWERS:
                 self.balancer.report_failure(endpoint, end - start, end, refused=not reached)
