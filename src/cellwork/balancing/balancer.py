@@ -3,7 +3,10 @@
 The balancer follows the registry's live set (``update`` is a watcher
 listener): a new SERVING instance is a candidate on the next pick, a DRAINING
 or NOT_SERVING one gets no new calls, and a vanished one has its channel
-closed once its in-flight calls had time to finish.
+closed once its in-flight calls had time to finish. An instance restarted under
+the same key and address (its ``started_at`` or ``pid`` changed) is a new endpoint,
+with a new channel and fresh stats: an ejection of the old process does not keep the
+new one out.
 
 Outlier ejection, on answers as well as connections (``EjectionPolicy``): an
 endpoint is ejected after ``consecutive_failures`` failed answers in a row
@@ -14,6 +17,10 @@ ejected together do not return together. An ejection that would leave more than
 ``max_ejected_fraction`` (half) of the serving endpoints ejected is not made:
 a failure shared by most endpoints is the service's (its breaker's business), not
 an outlier's, and ejecting them all would leave nothing to call.
+
+Failed answers, refused connections and sheds (RESOURCE_EXHAUSTED) never make an
+endpoint look cheaper: each is a penalty on its latency estimate (``stats.py``), not a
+latency folded in. A shed neither ends nor adds to the failed answers in a row.
 
 Panic mode: while fewer than ``panic_threshold`` (half) of the serving endpoints
 are healthy (not ejected), which the cap above allows only after the serving set
@@ -48,6 +55,11 @@ from cellwork.resilience.tasks import stop_task
 
 StubT = TypeVar("StubT")
 
+# Seconds: the latency estimate of the first endpoint before its first answer.
+_FIRST_ESTIMATE = 0.001
+# Beyond 10 failed answers in a row the penalty is at its cap anyway (x 1024).
+_MAX_DOUBLINGS = 10
+
 _log = get_logger("cellwork.balancing")
 
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
@@ -72,6 +84,15 @@ class Endpoint(Generic[StubT]):
     @property
     def serving(self) -> bool:
         return self.info.status is InstanceStatus.SERVING
+
+
+def _replaced(old: InstanceInfo, new: InstanceInfo) -> bool:
+    """Whether ``new`` is another endpoint than ``old`` under the same key: another
+    address, or a process restarted at the same one (``started_at`` or ``pid`` changed;
+    a Kubernetes container restarted in its pod keeps its IP and port). What was learnt
+    of the old one, an ejection first of all, says nothing of the new one; and the old
+    channel may be waiting out a reconnect back-off, failing calls meanwhile."""
+    return new.address != old.address or new.started_at != old.started_at or new.pid != old.pid
 
 
 class Balancer(Generic[StubT]):
@@ -110,16 +131,19 @@ class Balancer(Generic[StubT]):
     def update(self, snapshot: dict[str, InstanceInfo]) -> None:
         """Adopt the registry's live set (entries of other services are ignored)."""
         mine = {k: v for k, v in snapshot.items() if v.service == self.service}
+        calls: dict[str, int] = {}  # of the instances replaced: their counter goes on
         for key in list(self._endpoints):
             old = self._endpoints[key]
             new = mine.get(key)
-            if new is None or new.address != old.info.address:
+            if new is None or _replaced(old.info, new):
                 del self._endpoints[key]
                 self._close_later(old)
+                calls[key] = old.stats.calls
         for key, info in mine.items():
             endpoint = self._endpoints.get(key)
             if endpoint is None:
-                self._endpoints[key] = self._open(key, info)
+                endpoint = self._endpoints[key] = self._open(key, info)
+                endpoint.stats.calls = calls.get(key, 0)
             else:
                 endpoint.info = info
         self._serving = [e for e in self._endpoints.values() if e.serving]
@@ -151,8 +175,11 @@ class Balancer(Generic[StubT]):
 
     def _open(self, key: str, info: InstanceInfo) -> Endpoint[StubT]:
         now = time.monotonic()
+        # The lowest estimate of the others, not their mean: one failing endpoint's
+        # penalty (up to 5 s) would lift the mean, and an initial estimate does not
+        # decay before the first answer, so the newcomer would lose every pick.
         known = [e.stats.latency(now) for e in self._endpoints.values()]
-        stats = EndpointStats(initial_latency=sum(known) / len(known) if known else 0.001)
+        stats = EndpointStats(initial_latency=min(known, default=_FIRST_ESTIMATE))
         channel = aio.insecure_channel(info.address, options=self._options)
         # Connect now, so the first call does not pay for the handshake.
         channel.get_state(try_to_connect=True)
@@ -195,15 +222,24 @@ class Balancer(Generic[StubT]):
         if stats.consecutive_failures or stats.consecutive_refusals or stats.ejections:
             stats.record_success(now, self.ejection)
 
+    def report_shed(self, endpoint: Endpoint[StubT], seconds: float, now: float) -> None:
+        """Record a refusal for load (RESOURCE_EXHAUSTED): a penalty on the latency
+        estimate (``EndpointStats.penalize``), so that a shedding endpoint, however fast
+        it refuses, gets fewer calls; the failures in a row neither end nor grow (the
+        endpoint is busy, not broken)."""
+        endpoint.stats.penalize(seconds, now)
+
     def report_failure(
         self, endpoint: Endpoint[StubT], seconds: float, now: float, *, refused: bool
     ) -> None:
-        """Record a failed answer (its latency too) or a refused connection (``refused``);
+        """Record a failed answer or a refused connection (``refused``): a penalty on the
+        latency estimate, doubling per failed answer in a row (``EndpointStats.penalize``);
         eject the endpoint when the policy says so and the cap allows."""
         stats = endpoint.stats
-        if not refused:
-            stats.observe(seconds, now)
-        if not stats.record_failure(self.ejection, refused=refused) or stats.is_ejected(now):
+        asks = stats.record_failure(self.ejection, refused=refused)
+        in_a_row = 1 if refused else min(stats.consecutive_failures, _MAX_DOUBLINGS)
+        stats.penalize(seconds, now, 2.0**in_a_row)
+        if not asks or stats.is_ejected(now):
             return
         serving = self._serving
         if endpoint not in serving:

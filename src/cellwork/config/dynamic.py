@@ -12,11 +12,13 @@ part (instances, the CLI, the supervisor) agrees on through this module::
                                            pydantic keeps underscored names private)
 
 An instance's value of a group is its model validated over the code's initial value,
-the service-wide fields over that, its own overrides over those. A value arrives one
-key at a time; a key whose value does not validate (not JSON, unknown field, out of
-range, or wrong together with the others) is refused: the instance keeps what it
-applied, and nothing of the refused key is kept. Deleting a key falls back to the
-layer under it.
+the service-wide fields over that, its own overrides over those; a field that is a
+nested model merges field by field across the three (``merge_layers``), so a layer's
+``{"open_seconds": 2}`` changes that one field of the breaker and keeps the rest.
+A value arrives one key at a time; a key whose value does not validate (not JSON,
+unknown field, out of range, or wrong together with the others) is refused: the
+instance keeps what it applied, and nothing of the refused key is kept. Deleting a
+key falls back to the layer under it.
 
 Nothing here does I/O; ``config.live`` wires it to the bucket.
 """
@@ -184,7 +186,7 @@ class LiveGroup(Generic[M]):
     def _settle(self) -> Outcome:
         service, own = self._layers
         try:
-            value = self.model.model_validate({**self._base, **service, **own})
+            value = self.model.model_validate(merge_layers(self.model, self._base, service, own))
         except ValidationError as exc:
             return Outcome(refused=_short(exc))
         if value == self.value:
@@ -195,6 +197,38 @@ class LiveGroup(Generic[M]):
             return Outcome(refused=f"apply raised {exc!r}")
         self.value = value
         return Outcome(applied=True)
+
+
+def merge_layers(
+    model: type[BaseModel], base: Mapping[str, Any], *layers: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``base`` (a model's dump) with ``layers`` laid over it in order, merged field by
+    field into nested models: a layer's ``{"open_seconds": 2}`` for a ``BreakerPolicy``
+    field changes that one field and keeps the others from the layers under it. Any
+    other value (a number, a list, a plain dict field, a value of the wrong type, left
+    for validation to refuse) replaces what is under it.
+
+    Own code rather than a deep-merge library: only the model knows which dicts are
+    nested models (merged) and which are values (replaced whole).
+    """
+    merged = dict(base)
+    for layer in layers:
+        for name, value in layer.items():
+            below = merged.get(name)
+            nested = _nested_model(model, name)
+            if nested is not None and isinstance(value, dict) and isinstance(below, dict):
+                merged[name] = merge_layers(nested, below, value)
+            else:
+                merged[name] = value
+    return merged
+
+
+def _nested_model(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    info = model.model_fields.get(name)
+    annotation = info.annotation if info is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
 
 
 def _short(exc: ValidationError) -> str:

@@ -8,9 +8,10 @@
 CLOSED counts the outcome of every call in a rolling window of ``BUCKETS`` buckets
 (a ring: a call costs an index and two additions, however many calls the window
 holds). OPEN rejects every call. HALF_OPEN admits ``half_open_probes`` calls, the
-probes, and rejects the rest until they have answered. A call admitted before the
-circuit opened, or a probe of an earlier half-open spell, changes nothing when it
-ends: ``admit`` hands out a ticket that ``record`` takes back.
+probes, and rejects the rest until they have answered (their ``retry_after``: a
+second, never 0). A call admitted before the circuit opened, or a probe of an earlier
+half-open spell, changes nothing when it ends: ``admit`` hands out a ticket that
+``record`` takes back.
 
 What a call's outcome counts as (``outcome_of``):
 
@@ -42,6 +43,11 @@ from cellwork.resilience.policy import BreakerPolicy
 
 BUCKETS = 10
 """Buckets of the rolling window: the window ends within a tenth of its length of ``now``."""
+
+PROBES_RETRY_AFTER = 1.0
+"""Seconds a half-open circuit asks rejected callers to wait while its probes are out:
+about what a probe takes to answer (a feed read, a catalog lookup: well under one),
+and the unit of HTTP ``Retry-After``."""
 
 REJECTED = -1
 """``admit``'s ticket for a call the breaker rejects."""
@@ -156,8 +162,14 @@ class CircuitBreaker:
         return self._total_calls, self._total_failures
 
     def retry_after(self, now: float) -> float:
-        """Seconds until an open circuit lets probes through (0 when it does already)."""
-        return max(self._open_until - now, 0.0)
+        """Seconds a rejected caller should wait: until an open circuit lets probes
+        through; once it does (half-open, its probes taken), ``PROBES_RETRY_AFTER``, or
+        ``open_seconds`` when shorter. Always positive: 0 would read as "now", when the
+        probes have not answered yet and every call is refused."""
+        left = self._open_until - now
+        if left > 0.0:
+            return left
+        return min(PROBES_RETRY_AFTER, self.policy.open_seconds)
 
     def admit(self, now: float) -> int:
         """May a call go ahead? ``REJECTED`` (-1), ``ADMITTED`` (0), or a probe's ticket

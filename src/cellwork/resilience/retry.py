@@ -10,7 +10,9 @@
    reset. grpc.aio reports a server killed or a connection reset mid-call as
    UNAVAILABLE with details ``Stream removed (Socket closed)`` or ``Stream removed
    (recvmsg:Connection reset by peer (104))`` (seen in tests that kill a server
-   mid-call); older versions said UNKNOWN ``Stream removed``, so the details decide.
+   mid-call); older versions said UNKNOWN ``Stream removed``, so the details decide,
+   unless the answer carries cellwork's error trailer: then a server answered, and
+   the wording is a dependency's, passed on (``failure_kind``).
 3. A server's ``grpc-retry-pushback-ms`` trailer, as gRPC's retry design (A6)
    defines it: a non-negative integer is the wait, exactly; anything else (negative,
    malformed) means do not retry.
@@ -34,6 +36,7 @@ from typing import Any
 
 import grpc
 
+from cellwork.errors import ERROR_TRAILER
 from cellwork.resilience.backoff import backoff_ceiling
 from cellwork.resilience.policy import RetryPolicy
 from cellwork.resilience.retry_budget import RetryBudget
@@ -52,11 +55,27 @@ class FailureKind(IntEnum):
     ANSWER = 2  # the server answered with this status
 
 
-def failure_kind(code: grpc.StatusCode, details: str | None) -> FailureKind:
-    """Tell a failed attempt's kind from its status and details."""
+def failure_kind(
+    code: grpc.StatusCode, details: str | None, trailers: Iterable[Any] | None = None
+) -> FailureKind:
+    """Tell a failed attempt's kind from its status, details and trailing metadata.
+
+    An answer carrying the error trailer (``cellwork.errors.ERROR_TRAILER``) came from a
+    cellwork server's boundary: it reached a server, so it is an ANSWER whatever its
+    details say. A middle service passing on its own dependency's failure may word it
+    as gRPC does ("failed to connect to all addresses"); read from the details alone,
+    that would eject the healthy middle instance at once, retry a call that did reach
+    it whatever the method, and hide it from the breaker.
+    """
     if code is grpc.StatusCode.OK:
         return FailureKind.ANSWER
-    text = (details or "").lower()
+    for key, _ in trailers or ():
+        if key == ERROR_TRAILER:
+            return FailureKind.ANSWER
+    return _kind_of_details(code, (details or "").lower())
+
+
+def _kind_of_details(code: grpc.StatusCode, text: str) -> FailureKind:
     if code is grpc.StatusCode.UNAVAILABLE and any(h in text for h in _NOT_CONNECTED_HINTS):
         return FailureKind.NOT_CONNECTED
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN) and any(
@@ -64,6 +83,16 @@ def failure_kind(code: grpc.StatusCode, details: str | None) -> FailureKind:
     ):
         return FailureKind.RESET
     return FailureKind.ANSWER
+
+
+def transport_wording(details: str) -> bool:
+    """True when ``details`` of an UNAVAILABLE read as gRPC's own words for a connection
+    that failed or broke (what ``failure_kind`` tells apart without a trailer). A server
+    must not answer its own Unavailable in those words: a caller without the trailer
+    would blame the server for its dependency."""
+    return _kind_of_details(grpc.StatusCode.UNAVAILABLE, details.lower()) is not (
+        FailureKind.ANSWER
+    )
 
 
 REFUSES_RETRY = -1.0

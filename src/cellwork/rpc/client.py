@@ -23,8 +23,10 @@
     attempt      (fixed, inner) the balancer picks an endpoint (p2c on in-flight x
                  latency, ejected endpoints left out), metadata (request id, trace
                  context; the caller's name rides in the channels' user agent), the
-                 stub's method, then the outcome back to the balancer (latency,
-                 ejection after 5 failed answers or a refused connection) and metrics
+                 stub's method, then the outcome back to the balancer (latency;
+                 a failed answer or a shed as a penalty that never lowers the
+                 estimate; ejection after 5 failed answers or a refused connection)
+                 and metrics
 
 Every figure above is a field of ``CallPolicy`` (``cellwork.resilience.policy``);
 ``Client.apply(policy)`` swaps it on a live client, keeping the breaker, budget and
@@ -48,6 +50,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
+import grpc
 from grpc import aio
 
 from cellwork.balancing.balancer import Balancer
@@ -103,6 +106,7 @@ response or raises."""
 DEGRADABLE: tuple[type[CellworkError], ...] = (Unavailable, DeadlineExceeded, Overloaded, Internal)
 
 _log = get_logger("cellwork.resilience")
+_RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,17 +260,20 @@ class Client(Generic[StubT]):
             stats.end(start)
             code = exc.code()
             details = exc.details() or ""
-            kind = failure_kind(code, details)
+            trailers = exc.trailing_metadata()
+            kind = failure_kind(code, details, trailers)
             reached = kind is not FailureKind.NOT_CONNECTED
             if not reached or code in FAILED_ANSWERS:
                 self.balancer.report_failure(endpoint, end - start, end, refused=not reached)
+            elif code is _RESOURCE_EXHAUSTED:
+                self.balancer.report_shed(endpoint, end - start, end)
             else:
                 self.balancer.report_answer(endpoint, end - start, end)
             self._metrics.observe(self.service, call.method, code_name(code), end - start)
             raise AttemptFailed(
                 code,
                 details,
-                exc.trailing_metadata(),
+                trailers,
                 kind,
                 outcome_of(code, reached=reached),
                 endpoint,

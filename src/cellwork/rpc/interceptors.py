@@ -6,7 +6,9 @@ The chain is data with fixed ends, in the order a call meets it:
                               (DEADLINE_EXCEEDED, no handler runs); call context from
                               metadata and deadline, metrics, logs, domain errors ->
                               gRPC status and, on a failed call, the error trailer
-                              (cellwork.errors)
+                              (cellwork.errors); an Unavailable worded as gRPC words
+                              a failed connection (a dependency's, passed on) is
+                              answered "a dependency is unavailable", the words logged
     limit (fixed)             the method's adaptive concurrency limit (rpc/shedding.py):
                               a call over it is refused at once with RESOURCE_EXHAUSTED
                               (Overloaded), never queued
@@ -44,6 +46,7 @@ from cellwork.observability.logging import get_logger
 from cellwork.observability.metrics import RpcMetrics, code_name, server_metrics
 from cellwork.observability.tracing import TraceContext, continue_trace, new_trace
 from cellwork.resilience.adaptive import ConcurrencyLimiter, LimitSettings
+from cellwork.resilience.retry import transport_wording
 from cellwork.rpc.context import (
     CALLER_HEADER,
     REQUEST_ID_HEADER,
@@ -104,6 +107,10 @@ _EXPIRED_TRAILERS = error_trailers(_EXPIRED)
 # Codes the boundary does not log call by call (counted and timed all the same): a
 # client that gave up, and refusals for load.
 _QUIET_CODES = frozenset({"OK", "CANCELLED", "RESOURCE_EXHAUSTED"})
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+DEPENDENCY_UNAVAILABLE = "a dependency is unavailable"
+"""The message of an Unavailable a handler raised in gRPC's transport words (its
+dependency's failure, passed on); the words themselves go to ``rpc.served``."""
 
 
 class ServerChain(_Interceptor):
@@ -181,14 +188,21 @@ class ServerChain(_Interceptor):
             in_flight.inc()
             start = time.perf_counter()
             code = "OK"
+            details = ""
             try:
                 return await inner(request, context)
             except CellworkError as exc:
                 code = code_name(exc.code)
+                message = exc.message
+                if exc.code is _UNAVAILABLE and transport_wording(message):
+                    # A dependency's failure, passed on in gRPC's words ("failed to
+                    # connect to all addresses"): the caller would read them as this
+                    # server refusing its connection. The words go to the log.
+                    details, message = message, DEPENDENCY_UNAVAILABLE
                 # The public code rides in the trailer of failed calls only, so the
                 # caller rebuilds the exact class (Overloaded, not just
                 # RESOURCE_EXHAUSTED) and a successful call pays nothing for it.
-                await context.abort(exc.code, exc.message, error_trailers(exc))
+                await context.abort(exc.code, message, error_trailers(exc))
             except aio.AbortError:
                 code = code_name(context.code() or grpc.StatusCode.UNKNOWN)
                 raise
@@ -220,6 +234,7 @@ class ServerChain(_Interceptor):
                         caller=call.caller,
                         request_id=call.request_id,
                         trace_id=call.trace.trace_id,
+                        **({"details": details} if details else {}),
                     )
 
         return boundary

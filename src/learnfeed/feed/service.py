@@ -8,7 +8,16 @@ from array import array
 from dataclasses import replace
 from typing import Any
 
-from cellwork import InvalidArgument, ResourceExhausted, Service, ServiceSettings, current_call
+from cellwork import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+    Service,
+    ServiceSettings,
+    Unavailable,
+    current_call,
+)
 from cellwork.cache import LocalCache
 from cellwork.events import Delivery, Poison, Publisher
 from cellwork.observability import get_logger
@@ -36,8 +45,17 @@ PROTO_NAME = "learnfeed.v1.Feed"
 COLD_SIZE = 100
 
 
+# The catalog's failures (not the request's): the cold start answers without it.
+_CATALOG_DOWN = (Unavailable, DeadlineExceeded, ResourceExhausted, Internal)
+
+
 class ColdStart:
-    """The feed of a user who has none yet: popular and recent items, interleaved."""
+    """The feed of a user who has none yet: popular and recent items, interleaved.
+
+    When the catalog fails (down, slow, shedding), the popular ranking alone, which
+    feed holds itself; not cached, so the recent items are back with the catalog. Its
+    client's metrics and breaker show the failures; a read does not log them.
+    """
 
     def __init__(self, store: FeedStore, catalog: CatalogClient, ttl: float = 30.0) -> None:
         self.store = store
@@ -45,17 +63,22 @@ class ColdStart:
         self._cache: LocalCache[str, list[tuple[str, float]]] = LocalCache(maxsize=1, ttl=ttl)
 
     async def items(self) -> list[tuple[str, float]]:
-        found = await self._cache.get_many(["cold"], self._load)
+        try:
+            found = await self._cache.get_many(["cold"], self._load)
+        except _CATALOG_DOWN:
+            return await self._ranked([])
         return found.get("cold", [])
 
     async def _load(self, _: list[str]) -> dict[str, list[tuple[str, float]]]:
-        popular = await self.store.get(contract.POPULAR_FEED)
         reply = await self.catalog.list_recent(
             catalog_pb2.ListRecentRequest(limit=COLD_SIZE), timeout=2.0
         )
-        recent = [item.id for item in reply.items]
+        return {"cold": await self._ranked([item.id for item in reply.items])}
+
+    async def _ranked(self, recent: list[str]) -> list[tuple[str, float]]:
+        popular = await self.store.get(contract.POPULAR_FEED)
         ranked = interleave([i for i, _ in popular.items] if popular else [], recent)
-        return {"cold": [(item, 1.0 - n / COLD_SIZE) for n, item in enumerate(ranked)]}
+        return [(item, 1.0 - n / COLD_SIZE) for n, item in enumerate(ranked)]
 
 
 def interleave(first: list[str], second: list[str], size: int = COLD_SIZE) -> list[str]:

@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
+import pytest
 from prometheus_client import REGISTRY
 
 from cellwork import CallPolicy, errors
 from cellwork.balancing import Balancer
+from cellwork.balancing.stats import EjectionPolicy
 from cellwork.discovery import InstanceInfo, InstanceStatus
 from cellwork.rpc.client import connect_client
 from cellwork.runtime.nats_server import free_port
@@ -294,3 +297,146 @@ async def test_below_half_healthy_picks_spread_over_every_serving_endpoint():
         assert balancer.has_untried(tried) and not balancer.has_untried([*tried, by_id["e1"]])
     finally:
         await balancer.close()
+
+
+def unreachable(count: int, service: str = "echo") -> dict[str, InstanceInfo]:
+    """Registry records of ``count`` instances at free ports (only picks are made)."""
+    infos = [
+        InstanceInfo(service=service, instance_id=f"e{i}", host="127.0.0.1", grpc_port=free_port())
+        for i in range(count)
+    ]
+    return {info.key: info for info in infos}
+
+
+async def test_endpoints_failing_fast_lose_the_picks_to_a_slower_healthy_one():
+    """The balancer alone, fed what each pick's call would answer: the healthy endpoint
+    in 5 ms, the two others an INTERNAL in 0.2 ms. The cap ejects one of them only."""
+    balancer = Balancer("echo", echo_stub)
+    try:
+        balancer.update(unreachable(3))
+        picks: collections.Counter[str] = collections.Counter()
+        for _ in range(300):
+            endpoint = balancer.pick()
+            picks[endpoint.info.instance_id] += 1
+            now = time.monotonic()
+            if endpoint.info.instance_id == "e0":
+                balancer.report_answer(endpoint, 0.005, now)
+            else:
+                balancer.report_failure(endpoint, 0.0002, now, refused=False)
+        assert balancer.ejected_endpoints(time.monotonic()) == 1
+        assert picks["e0"] > 300 * 0.9, picks
+    finally:
+        await balancer.close()
+
+
+async def test_a_shed_neither_ends_nor_extends_the_failed_answers_in_a_row():
+    balancer = Balancer("echo", echo_stub)
+    try:
+        balancer.update(unreachable(4))
+        endpoint = balancer.endpoints[0]
+        now = time.monotonic()
+        for _ in range(4):
+            balancer.report_failure(endpoint, 0.001, now, refused=False)
+        balancer.report_shed(endpoint, 0.0001, now)
+        assert endpoint.stats.consecutive_failures == 4 and not endpoint.stats.is_ejected(now)
+        balancer.report_failure(endpoint, 0.001, now, refused=False)
+        assert endpoint.stats.is_ejected(now)
+    finally:
+        await balancer.close()
+
+
+@pytest.mark.parametrize(("error", "failing"), [(errors.Internal, 2), (errors.Overloaded, 1)])
+async def test_instances_failing_or_shedding_fast_get_few_calls_beside_a_slower_healthy_one(
+    registry, echoes, error, failing
+):
+    """Instances answering ``error`` at once beside one that succeeds in 5 ms must not
+    look the cheapest. Two failing INTERNAL: the cap ejects one, the other stays. One
+    shedding (two would be the pair p2c draws a third of the time, whatever the costs).
+    Measured: 399 (INTERNAL) and 232 (shed) of the 400 calls failed before, 10 to 12
+    after (the five that eject one, then probes as penalties decay)."""
+    await echoes("ok", echo_delay_ms=5)
+    for i in range(failing):
+        await echoes(f"bad{i}", failing_with=error)
+    client = await connect_client(registry, "echo", echo_stub)
+    try:
+        await client.balancer.wait_for_endpoints(1 + failing)
+        counts, failures = await spread(client, 400, concurrency=1)
+        assert counts["ok"] + failures == 400
+        assert failures < 400 * 0.25, failures
+    finally:
+        await client.close()
+
+
+async def test_an_instance_restarted_at_the_same_address_comes_back_with_fresh_stats():
+    """Balancer alone: same key and address, another ``started_at`` (a Kubernetes
+    container restarted in its pod keeps IP and port): a new endpoint, its counter
+    carried on."""
+    balancer = Balancer("echo", echo_stub)
+    try:
+        infos = unreachable(2)
+        balancer.update(infos)
+        endpoint = balancer.endpoints[0]
+        now = time.monotonic()
+        endpoint.stats.begin(now)
+        endpoint.stats.end(now)
+        balancer.report_failure(endpoint, 0.001, now, refused=True)
+        assert endpoint.stats.is_ejected(now)
+        balancer.update(infos)  # a heartbeat: the same process
+        assert endpoint.stats.is_ejected(now)
+        restarted = replace(endpoint.info, started_at=endpoint.info.started_at + 60, pid=4242)
+        balancer.update({**infos, endpoint.key: restarted})
+        endpoint = next(e for e in balancer.endpoints if e.info == restarted)
+        assert not endpoint.stats.is_ejected(now) and endpoint.stats.ejections == 0
+        assert endpoint.stats.calls == 1  # the per-endpoint counter goes on
+        assert {balancer.pick().info.instance_id for _ in range(100)} == {"e0", "e1"}
+    finally:
+        await balancer.close()
+
+
+async def test_a_new_endpoint_starts_as_cheap_as_the_cheapest_not_the_mean():
+    """A failing endpoint's penalty must not lift a newcomer's first estimate, which does
+    not decay before its first answer: it would lose every pick."""
+    balancer = Balancer("echo", echo_stub)
+    try:
+        infos = unreachable(3)
+        first_two = dict(list(infos.items())[:2])
+        balancer.update(first_two)
+        failing, healthy = balancer.endpoints
+        now = time.monotonic()
+        healthy.stats.observe(0.002, now)
+        for _ in range(10):
+            failing.stats.penalize(0.0002, now, factor=4.0)
+        balancer.update(infos)
+        newcomer = next(e for e in balancer.endpoints if e.info.instance_id == "e2")
+        assert newcomer.stats.latency(now) <= healthy.stats.latency(now)
+    finally:
+        await balancer.close()
+
+
+async def test_an_ejected_instance_restarted_on_its_port_gets_calls_at_once(registry, echoes):
+    """It refused a connection while down (ejected for 300 s here); once it is back on
+    the same address with a new ``started_at``, the registry's record brings it back."""
+    port = free_port()
+    await echoes("steady")
+    await registry.put(
+        InstanceInfo(
+            service="echo", instance_id="back", host="127.0.0.1", grpc_port=port, started_at=1.0
+        )
+    )
+    client = await connect_client(
+        registry, "echo", echo_stub, ejection=EjectionPolicy(base_seconds=300)
+    )
+    try:
+        await client.balancer.wait_for_endpoints(2)
+        counts, failures = await spread(client, 50, concurrency=1)
+        assert failures == 0 and counts == {"steady": 50}
+        assert endpoint_of(client, "back").stats.is_ejected(time.monotonic())
+        await echoes("back", grpc_port=port)
+
+        async def back_gets_calls() -> bool:
+            counts, failures = await spread(client, 20)
+            return failures == 0 and counts["back"] > 0
+
+        await wait_until(back_gets_calls, "the restarted instance to get calls")
+    finally:
+        await client.close()

@@ -7,12 +7,15 @@ import asyncio
 import os
 import signal
 import sys
+import time
 import urllib.request
 
 import pytest
 
 from cellwork import errors
+from cellwork.discovery import InstanceInfo
 from cellwork.rpc.client import connect_client
+from cellwork.runtime.nats_server import free_port
 from cellwork.testing.echo import echo_stub
 from cellwork.testing.v1 import echo_pb2
 from tests.integration.cellwork.echoes import calls_to, metric
@@ -117,4 +120,32 @@ async def test_an_idempotent_call_cut_by_a_killed_server_is_made_again_on_anothe
             doomed.kill()
         async with asyncio.timeout(BOUND):
             await doomed.wait()
+        await client.close()
+
+
+async def test_a_dependencys_refused_connection_passed_on_is_the_middle_instances_answer(
+    registry, echoes
+):
+    """Two echo instances relay to a service whose only instance refuses connections.
+    Each answers Unavailable: its answer reached it, so the caller does not retry it
+    (not idempotent), ejects nothing, and its breaker counts it; the message does not
+    pass on gRPC's words for the dependency's refused connection."""
+    await registry.put(
+        InstanceInfo(service="deep", instance_id="refuser", host="127.0.0.1", grpc_port=free_port())
+    )
+    middles = [await echoes(f"mid{i}", echo_relay_to="deep") for i in range(2)]
+    for middle in middles:  # the middle instances' own clients know the refuser
+        relay = middle._clients[0].balancer
+        await wait_until(lambda relay=relay: relay.endpoints, "the relay to see deep")
+    client = await connect_client(registry, "echo", echo_stub)
+    try:
+        await client.balancer.wait_for_endpoints(2)
+        request = echo_pb2.RelayRequest(inner=echo_pb2.EchoRequest())
+        with pytest.raises(errors.Unavailable) as caught:
+            await client.call("Relay", request)
+        assert calls_to(client, "mid0") + calls_to(client, "mid1") == 1
+        assert client.balancer.ejected_endpoints(time.monotonic()) == 0
+        assert client.breaker.window() == (1, 1)
+        assert "connect" not in caught.value.message.lower()
+    finally:
         await client.close()

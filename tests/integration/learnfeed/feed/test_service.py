@@ -7,8 +7,10 @@ import pytest
 from grpc import aio
 
 from cellwork.data import migrate, open_engine
+from cellwork.discovery import InstanceInfo
 from cellwork.events import OUTBOX_MIGRATIONS, OUTBOX_OWNER, Outbox
 from cellwork.events.connection import connect_nats
+from cellwork.runtime.nats_server import free_port
 from cellwork.testing import start_service
 from learnfeed import contract
 from learnfeed.feed.events import Announcements
@@ -177,3 +179,35 @@ async def test_a_version_committed_by_an_instance_that_died_is_announced_after_r
         await restarted.drain(1)
         await nc.close()
         await engine.dispose()
+
+
+async def test_a_new_users_feed_is_the_popular_ranking_when_the_catalog_refuses(
+    tmp_path, nats_server, registry
+) -> None:
+    """The cold start interleaves popular and recent items; recent ones come from the
+    catalog. Its only instance refusing connections, feed answers what it holds."""
+    await registry.put(
+        InstanceInfo(
+            service="catalog", instance_id="refuser", host="127.0.0.1", grpc_port=free_port()
+        )
+    )
+    feed = await start_service(
+        create_service,
+        nats_server.url,
+        settings_class=LearnfeedSettings,
+        state_dir=tmp_path,
+        instance_id="feed-0",
+    )
+    catalog = feed._clients[0].balancer
+    await wait_until(lambda: catalog.endpoints, "feed's catalog client to see the refuser")
+    channel = aio.insecure_channel(feed.info.address)
+    try:
+        stub = feed_pb2_grpc.FeedStub(channel)
+        popular = [feed_pb2.FeedItem(item_id=f"p{n}", score=1.0 - n / 10) for n in range(3)]
+        await stub.PutFeed(feed_pb2.PutFeedRequest(user_id=contract.POPULAR_FEED, items=popular))
+        page = await stub.GetFeed(feed_pb2.GetFeedRequest(user_id="new-user"))
+        assert [i.item_id for i in page.items] == ["p0", "p1", "p2"]
+        assert page.version == 0 and page.stale
+    finally:
+        await channel.close()
+        await feed.drain(1)

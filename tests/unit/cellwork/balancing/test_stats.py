@@ -1,9 +1,15 @@
 """An endpoint's latency estimate, cost and ejection, on a clock passed in."""
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cellwork.balancing.stats import EjectionPolicy, EndpointStats, may_eject
+from cellwork.balancing.stats import (
+    PENALTY_CAP_SECONDS,
+    EjectionPolicy,
+    EndpointStats,
+    may_eject,
+)
 
 
 def test_slower_answers_raise_the_estimate_at_once():
@@ -116,3 +122,58 @@ def test_at_most_half_of_the_endpoints_and_never_the_only_one():
     assert not may_eject(0, 1, policy)
     assert may_eject(0, 2, policy) and not may_eject(1, 2, policy)
     assert may_eject(1, 4, policy) and not may_eject(2, 4, policy)
+
+
+# -- failures and sheds as penalties ------------------------------------------------------
+
+
+def test_fast_failed_answers_make_an_endpoint_costlier_than_a_slower_healthy_one():
+    """A 0.2 ms INTERNAL must not make the failing endpoint the cheapest for p2c."""
+    healthy, failing = EndpointStats(), EndpointStats()
+    for t in (0.0, 0.01, 0.02):
+        healthy.observe(0.005, t)
+        failing.observe(0.005, t)
+    for n, t in enumerate((0.03, 0.04, 0.05), start=1):
+        healthy.observe(0.005, t)
+        failing.penalize(0.0002, t, factor=2.0**n)
+    assert failing.cost(0.05) > 2 * healthy.cost(0.05)
+
+
+def test_a_shed_doubles_the_estimate_rather_than_folding_its_speed_in():
+    stats = EndpointStats()
+    stats.observe(0.004, 0.0)
+    stats.observe(0.004, 0.0)
+    before = stats.latency(0.0)
+    stats.penalize(0.0001, 0.0)
+    assert stats.latency(0.0) == pytest.approx(2 * before)
+
+
+def test_a_penalty_is_capped_so_the_endpoint_is_probed_again_once_it_decays():
+    stats = EndpointStats(tau=0.5)
+    for _ in range(2000):  # no answer in between: the doubling would overflow
+        stats.penalize(0.0002, 0.0, factor=1024.0)
+    assert stats.latency(0.0) == PENALTY_CAP_SECONDS
+    assert stats.latency(10.0) < 0.001
+
+
+histories = st.lists(
+    st.tuples(st.sampled_from(["answer", "penalty", "begin"]), st.floats(0, 30)),
+    max_size=30,
+)
+
+
+@given(histories, st.floats(0, 60), st.floats(1, 1024), st.floats(0, 1))
+def test_a_failure_or_a_shed_never_lowers_the_estimate(history, seconds, factor, later):
+    stats = EndpointStats()
+    now = 0.0
+    for what, value in history:
+        now += later
+        if what == "answer":
+            stats.observe(value, now)
+        elif what == "penalty":
+            stats.penalize(value, now, factor=factor)
+        else:
+            stats.begin(now)
+    before = stats.latency(now)
+    stats.penalize(seconds, now, factor=factor)
+    assert stats.latency(now) >= max(before, seconds)

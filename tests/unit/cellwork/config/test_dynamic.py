@@ -20,6 +20,7 @@ from cellwork.config.dynamic import (
     parse_cli_value,
     schema_key,
 )
+from cellwork.resilience.policy import BreakerPolicy, CallPolicy
 from cellwork.rpc.faults import Faults
 
 
@@ -169,6 +170,65 @@ def test_the_applied_value_always_validates_and_only_applies_change_it(steps):
         else:
             assert knobs.value is before
     assert len(applied) == len({id(v) for v in applied})
+
+
+# -- nested groups merge field by field ---------------------------------------------------
+
+INITIAL = CallPolicy(breaker=BreakerPolicy(failure_ratio=0.3), timeout=2.0)
+
+
+def calls_group() -> LiveGroup[CallPolicy]:
+    return LiveGroup("calls_feed", CallPolicy, lambda _: None, INITIAL)
+
+
+def test_a_nested_field_merges_over_the_layers_under_it_and_the_initial_value():
+    """`config set gateway.calls_feed.breaker '{"min_calls":40}'`, then
+    `'{"open_seconds":2}' --instance X`: X has both, over the client's own policy."""
+    calls = calls_group()
+    assert calls.offer("breaker", raw({"min_calls": 40})).applied
+    assert calls.value.breaker == BreakerPolicy(failure_ratio=0.3, min_calls=40)
+    assert calls.offer("breaker", raw({"open_seconds": 2}), instance=True).applied
+    assert calls.value.breaker == BreakerPolicy(failure_ratio=0.3, min_calls=40, open_seconds=2)
+    assert calls.value.timeout == 2.0
+    assert calls.withdraw("breaker").applied  # the service-wide layer goes
+    assert calls.value.breaker == BreakerPolicy(failure_ratio=0.3, open_seconds=2)
+    assert calls.withdraw("breaker", instance=True).applied
+    assert calls.value == INITIAL
+
+
+def test_a_refused_nested_value_leaves_nothing_behind():
+    calls = calls_group()
+    assert calls.offer("breaker", raw({"min_calls": 0})).refused is not None
+    assert calls.offer("breaker", raw({"bogus": 1})).refused is not None
+    assert calls.offer("breaker", raw({"open_seconds": 2})).applied
+    assert calls.value.breaker == BreakerPolicy(failure_ratio=0.3, open_seconds=2)
+
+
+breaker_values = st.fixed_dictionaries(
+    {},
+    optional={
+        "failure_ratio": st.floats(0.01, 1.0),
+        "min_calls": st.integers(1, 1000),
+        "open_seconds": st.floats(0.1, 600),
+        "half_open_probes": st.integers(1, 100),
+    },
+)
+
+
+@given(st.lists(st.tuples(st.booleans(), breaker_values | st.none()), max_size=12))
+def test_each_nested_field_comes_from_the_highest_layer_that_names_it(steps):
+    calls = calls_group()
+    layers: list[dict[str, object] | None] = [None, None]  # service-wide, instance
+    for instance, value in steps:
+        if value is None:
+            calls.withdraw("breaker", instance=instance)
+        else:
+            calls.offer("breaker", raw(value), instance=instance)
+        layers[instance] = value
+    for name in BreakerPolicy.model_fields:
+        named = [layer[name] for layer in reversed(layers) if layer and name in layer]
+        expected = named[0] if named else getattr(INITIAL.breaker, name)
+        assert getattr(calls.value.breaker, name) == expected
 
 
 # -- what the CLI checks a value against ---------------------------------------------------

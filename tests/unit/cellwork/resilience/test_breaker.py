@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from cellwork.resilience.breaker import (
     ADMITTED,
+    PROBES_RETRY_AFTER,
     REJECTED,
     BreakerState,
     CircuitBreaker,
@@ -246,3 +247,26 @@ def test_it_never_opens_with_fewer_than_min_calls_in_the_window(policy, ops):
             assert sum(in_window) >= policy.failure_ratio * policy.min_calls - 1e-9
         if breaker.state is not CLOSED:
             counted.clear()  # a circuit that closes again starts from an empty window
+
+
+def test_a_half_open_circuit_with_its_probes_out_asks_callers_to_wait_a_second():
+    breaker = opened(BreakerPolicy(open_seconds=5, half_open_probes=2), now=0.0)
+    assert [breaker.admit(5.0) > ADMITTED for _ in range(2)] == [True, True]
+    assert breaker.admit(5.0) == REJECTED
+    assert breaker.retry_after(5.0) == PROBES_RETRY_AFTER == 1.0
+    assert breaker.retry_after(60.0) == 1.0  # probes that never answered
+
+
+def test_retry_after_is_never_longer_than_an_open_spell_of_a_short_policy():
+    breaker = opened(BreakerPolicy(open_seconds=0.2, half_open_probes=1), now=0.0)
+    breaker.admit(0.2)
+    assert breaker.admit(0.2) == REJECTED
+    assert breaker.retry_after(0.2) == pytest.approx(0.2)
+
+
+@given(st.floats(0.01, 600), st.floats(0, 1000))
+def test_retry_after_is_always_positive_when_a_call_is_rejected(open_seconds, later):
+    breaker = opened(BreakerPolicy(open_seconds=open_seconds, half_open_probes=1), now=0.0)
+    breaker.admit(later)
+    if breaker.admit(later) == REJECTED:
+        assert 0 < breaker.retry_after(later) <= open_seconds

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cellwork.errors import ERROR_TRAILER
 from cellwork.resilience.policy import RetryPolicy
 from cellwork.resilience.retry import (
     REFUSES_RETRY,
@@ -12,6 +13,7 @@ from cellwork.resilience.retry import (
     decide_retry,
     failure_kind,
     pushback_seconds,
+    transport_wording,
 )
 from cellwork.resilience.retry_budget import RetryBudget
 
@@ -59,6 +61,20 @@ RESET_MID_CALL = "Stream removed (recvmsg:Connection reset by peer (104))"
 )
 def test_failures_are_told_apart_by_status_and_details(code, details, kind):
     assert failure_kind(code, details) is kind
+
+
+@pytest.mark.parametrize("details", [REFUSED, KILLED_MID_CALL, RESET_MID_CALL])
+def test_an_answer_with_the_error_trailer_reached_a_server_whatever_its_wording(details):
+    """A middle service passing on its dependency's failure in gRPC's words answered."""
+    trailers = ((ERROR_TRAILER, "unavailable"),)
+    assert failure_kind(U, details, trailers) is FailureKind.ANSWER
+    assert failure_kind(U, details, (("other", "x"),)) is not FailureKind.ANSWER
+
+
+def test_grpc_transport_wording_is_told_from_a_servers_own_message():
+    assert transport_wording(REFUSED) and transport_wording(KILLED_MID_CALL)
+    assert not transport_wording("echo raised Unavailable")
+    assert not transport_wording("circuit open to catalog: too many of its calls failed")
 
 
 def test_a_call_that_never_reached_a_server_is_retried_at_once_whatever_the_method():
