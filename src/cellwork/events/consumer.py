@@ -266,14 +266,21 @@ class Consumer:
             if failures:
                 _log.info("events.fetch_resumed", durable=self.durable, failures=failures)
                 failures = 0
-            for msg in messages[free:]:  # a fetch can hand over more than it asked for
+            # Each message takes a slot now or goes back: the limit can have come down
+            # while the fetch was out (a handler's release closed a window), and a fetch
+            # can hand over more than it asked for. A slot is taken before any await, so
+            # the count of handlers never passes the limit and never drifts.
+            refused: list[Msg] = []
+            for msg in messages:
+                if self._limiter.try_acquire():
+                    task = asyncio.create_task(self._handle(msg))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+                else:
+                    refused.append(msg)
+            for msg in refused:
                 with contextlib.suppress(Exception):
                     await msg.nak()
-            for msg in messages[:free]:
-                self._limiter.try_acquire()  # under the limit: fetched no more than free
-                task = asyncio.create_task(self._handle(msg))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
 
     def _connected(self) -> bool:
         # nats-py keeps the client on the context without a public accessor.

@@ -2,9 +2,10 @@
 
     HttpMetrics      count and time every request by route template (outermost, so
                      it sees every answer, a 413 and a 503 overloaded included)
-    LoadShedding     requests over the edge's adaptive concurrency limit get 503
-                     overloaded with Retry-After at once, before anything else runs
-                     (shedding.py); probes pass
+    LoadShedding     while the event loop is saturated (its lag past 75 ms) or 1,000
+                     requests are in flight, requests get 503 overloaded with
+                     Retry-After at once, before anything else runs (shedding.py);
+                     probes pass
     RequestContext   the request becomes a root call context: request id, deadline
     BodyLimit        bodies over the limit get 413 payload_too_large, unread
 
@@ -26,9 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cellwork.errors import PayloadTooLarge
 from cellwork.gateway.errors import error_response
-from cellwork.gateway.shedding import EDGE_LIMITS, LoadShedding
+from cellwork.gateway.shedding import EDGE_LIMITS, EdgeLimits, LoadShedding
 from cellwork.observability.metrics import http_metrics
-from cellwork.resilience.adaptive import LimitSettings
 from cellwork.rpc.context import reset_current_call, root_context, set_current_call
 
 
@@ -36,11 +36,12 @@ def edge_middleware(
     *,
     max_body_bytes: int,
     call_timeout: float,
-    limits: LimitSettings | None = EDGE_LIMITS,
+    limits: EdgeLimits | None = EDGE_LIMITS,
 ) -> list[Middleware]:
-    """The edge's middleware, outermost first: HttpMetrics, LoadShedding (an adaptive
-    concurrency limit shaped by ``limits``; None leaves it out), RequestContext (a
-    deadline of ``call_timeout`` seconds per request), BodyLimit (``max_body_bytes``)."""
+    """The edge's middleware, outermost first: HttpMetrics, LoadShedding (on event-loop
+    lag and a ceiling of requests in flight, as ``limits`` says; None leaves it out),
+    RequestContext (a deadline of ``call_timeout`` seconds per request), BodyLimit
+    (``max_body_bytes``)."""
     shedding = [] if limits is None else [Middleware(LoadShedding, limits=limits)]
     return [
         Middleware(HttpMetrics),

@@ -28,6 +28,21 @@ of the traffic). Gradient2 compares with a long average rather than the minimum 
 seen (Vegas, the first Gradient), so it needs no periodic probe at a low limit, which
 would shed while it probes.
 
+Whose queue? Gradient2 reads any rise in latency as queueing for what the limit
+guards, which holds where a slot is a thread, or work a struggling dependency must
+take on. An asyncio server's call waiting on a dependency holds no such thing, and its
+latency rises with the dependency's: at 200 calls/s, a dependency going from 5 to
+300 ms took a method's limit from 100 to its floor of 20 (60 calls in flight needed)
+and shed 1,695 of 4,000 calls in 20 s. So each sample says whether the resource was
+``busy`` when the call finished (for a server: its event loop lagging,
+``loop_lag.py``); a window most of whose calls found it free cannot shrink the limit:
+
+    if not busy: gradient = 1; limit = max(limit, 2 x peak)   (its latency rose
+                 elsewhere; slots cost nothing while the work only waits, so the
+                 limit makes room for what the load holds in flight, at once)
+
+``busy`` defaults to True: the classic Gradient2, as consumers and the hashing queue use.
+
 ``ConcurrencyLimiter`` puts a count of work in flight against the limit: ``try_acquire``
 admits or refuses at once, never queues; ``release`` gives the slot back and feeds the
 latency in. One limiter belongs to one event loop (or one thread): no locks.
@@ -86,6 +101,7 @@ class AdaptiveLimit:
 
     __slots__ = (
         "_alpha",
+        "_busy",
         "_count",
         "_estimate",
         "_fastest",
@@ -114,12 +130,15 @@ class AdaptiveLimit:
         self._sum = 0.0
         self._fastest = math.inf
         self._peak = 0
+        self._busy = 0
 
-    def sample(self, rtt: float, in_flight: int, now: float) -> None:
-        """Record one finished call: its latency ``rtt`` (s) and the work in flight when it
-        finished (itself included). Closes the window when ``now`` is past its end."""
+    def sample(self, rtt: float, in_flight: int, now: float, busy: bool = True) -> None:
+        """Record one finished call: its latency ``rtt`` (s), the work in flight when it
+        finished (itself included) and whether the resource the limit guards was
+        ``busy`` then (see module). Closes the window when ``now`` is past its end."""
         self._count += 1
         self._sum += rtt
+        self._busy += busy
         if rtt < self._fastest:
             self._fastest = rtt
         if in_flight > self._peak:
@@ -130,11 +149,12 @@ class AdaptiveLimit:
     def _close_window(self, now: float) -> None:
         s = self.settings
         if self._count >= s.min_samples:
-            self._update(self._sum / self._count, self._peak)
+            self._update(self._sum / self._count, self._peak, 2 * self._busy >= self._count)
         self._window_end = now + min(max(2.0 * self._fastest, s.min_window), s.max_window)
         self._count, self._sum, self._fastest, self._peak = 0, 0.0, math.inf, 0
+        self._busy = 0
 
-    def _update(self, short: float, peak: int) -> None:
+    def _update(self, short: float, peak: int, busy: bool) -> None:
         s = self.settings
         if self._windows < _WARMUP_WINDOWS:
             self._windows += 1
@@ -148,9 +168,14 @@ class AdaptiveLimit:
         estimate = self._estimate
         if peak < estimate / 2:
             return
-        gradient = 1.0 if short <= 0 else max(_MIN_GRADIENT, min(1.0, s.tolerance * long / short))
+        if busy and short > 0:
+            gradient = max(_MIN_GRADIENT, min(1.0, s.tolerance * long / short))
+        else:
+            gradient = 1.0
         target = estimate * gradient + math.sqrt(estimate)
         estimate = estimate * (1 - s.smoothing) + target * s.smoothing
+        if not busy:
+            estimate = max(estimate, 2.0 * peak)
         self._estimate = min(max(estimate, float(s.min_limit)), float(s.max_limit))
         self.limit = int(self._estimate)
 
@@ -183,7 +208,8 @@ class ConcurrencyLimiter:
         self.in_flight += 1
         return True
 
-    def release(self, rtt: float, now: float) -> None:
-        """Give back a slot taken by ``try_acquire``; ``rtt`` is how long it was held (s)."""
-        self.adaptive.sample(rtt, self.in_flight, now)
+    def release(self, rtt: float, now: float, busy: bool = True) -> None:
+        """Give back a slot taken by ``try_acquire``; ``rtt`` is how long it was held (s),
+        ``busy`` whether what the limit guards was saturated then (see module)."""
+        self.adaptive.sample(rtt, self.in_flight, now, busy)
         self.in_flight -= 1

@@ -14,6 +14,18 @@ the slots of a fast one, and each learns its own latency. The refusal is the tra
 and status only (built once per method): no exception object, no log line, so a
 server busy refusing spends as little as it can on it.
 
+A limit shrinks only for queueing in this process: each call tells its limiter whether
+the event loop was lagging (``resilience/loop_lag.py``, smoothed lag of at least
+``SATURATED_LAG``) when it finished. A handler waiting on a slow dependency holds a
+coroutine, not a thread, and the loop stays free: its method's limit then holds and
+makes room for what is in flight (``resilience/adaptive.py``), where it used to fall
+to its floor (at 200 calls/s and a dependency slowed from 5 to 300 ms, 60 calls in
+flight against a limit of 20: 1,695 of 4,000 calls shed in 20 s). A handler that burns
+the loop's CPU (or a flood of light calls) makes the loop lag, and the limit shrinks as
+Gradient2 has it. Raising the floor instead would have had to fit rate x deadline (200
+calls/s x 1 s = 200 in flight) and would then queue 200 x 30 ms = 6 s of CPU-heavy calls
+before shedding any: past every deadline.
+
 Metrics, all labelled by service and method: ``cellwork_rpc_server_shed_total`` (calls
 the limit refused), ``cellwork_rpc_server_concurrency_limit`` (the limit now, read at
 scrape time), ``cellwork_rpc_server_refusal_seconds`` (receive -> refusal of every call
@@ -33,6 +45,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from cellwork.errors import Overloaded, error_trailers
 from cellwork.resilience.adaptive import ConcurrencyLimiter, LimitSettings
+from cellwork.resilience.loop_lag import loop_lag
 
 Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -49,6 +62,13 @@ SERVER_LIMITS = LimitSettings()
 so that a burst at start-up (64 connections of a benchmark) is not shed before the
 limit has learnt anything; it falls to 20 within a few seconds of queueing. Below 20
 a method is never shed: that little work in flight queues for milliseconds at most."""
+
+SATURATED_LAG = 0.01
+"""Loop lag (s) from which a server's loop counts as queueing its calls. An idle loop's
+probe runs within a millisecond; a light call costs ~150 us of loop time, so 10 ms is
+some 70 of them ready at once, and a CPU-heavy one (the chaos suite's 30 ms a call)
+passes it with one call running. Well under the edge's shedding threshold: a method
+stops growing its limit long before the edge refuses requests."""
 
 # A refusal is answered in microseconds on an idle core; the chaos suite holds shed
 # answers under 20 ms at the server, so the buckets resolve that range finely.
@@ -105,15 +125,20 @@ def limit_stage(
     are refused with RESOURCE_EXHAUSTED (``Overloaded``) without running it.
 
     The limiter learns from the time each admitted call holds its slot, cancelled calls
-    included (a deadline cut them off: they took at least that long).
+    included (a deadline cut them off: they took at least that long), and whether the
+    process's loop was lagging (``SATURATED_LAG``) when it finished. Build it inside the
+    server's event loop.
     """
     metrics = shed_metrics()
     shed = metrics.shed.labels(service, method)
     metrics.limit.labels(service, method).set_function(lambda: limiter.limit)
     trailers = error_trailers(Overloaded(_SHED_MESSAGE, retry_after=SHED_RETRY_AFTER))
     exhausted = Overloaded.code
+    sampler = loop_lag()
+    lag = sampler.lag  # read per call: the attribute, not the property
 
     async def limited(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        sampler.touch()  # shed calls too: the probe must run while the loop is full
         if not limiter.try_acquire():
             shed.inc()
             await context.abort(exhausted, _SHED_MESSAGE, trailers)
@@ -122,6 +147,6 @@ def limit_stage(
             return await inner(request, context)
         finally:
             now = clock()
-            limiter.release(now - started, now)
+            limiter.release(now - started, now, lag.seconds >= SATURATED_LAG)
 
     return limited

@@ -5,10 +5,18 @@ threads only share the same cores, and asyncio's default pool would run up to 32
 once on a 2-core machine). What adapts is the queue in front of those threads: hashes
 waiting or running are held to an adaptive concurrency limit (cellwork's, as every
 server method has), learnt from how long a hash takes from submission to result.
-Over the limit, or when the hashes queued now take longer than the call has left, the
-call is refused at once with ``Overloaded`` (503 + Retry-After at the edge). Before,
-40 sign-ups at once on a busy machine waited in an unbounded queue, and 6 failed
-after their 2 s deadline had passed in it.
+Over the limit, or when the queue as it is now would not have hashed the call's
+password before its deadline, the call is refused at once with ``Overloaded`` (503 +
+Retry-After at the edge). Before, 40 sign-ups at once on a busy machine waited in an
+unbounded queue, and 6 failed after their 2 s deadline had passed in it.
+
+The time check (``too_late``) reads the queue now: ``(in_flight + 1) / threads`` hashes
+of the time one hash takes on its thread (a smoothed average, timed inside the thread,
+so that waiting in the queue does not count twice). It never refuses while a thread
+is idle. An earlier check compared the call's time left with the mean submit-to-result
+time of the last measured hashes: after a 3 s stall that mean stayed above the 2 s
+deadline, every call was refused, none was hashed to bring it down, and 200 of 200
+calls were refused with nothing in flight, for good.
 
 A slot is held until the hash itself has finished (or was dropped before it started):
 a caller that gives up cannot cancel a hash a thread is running, and that thread is
@@ -46,6 +54,9 @@ IN_FLIGHT = Gauge(
 )
 
 RETRY_AFTER = 1.0  # a queue of a few hashes per core drains in well under a second
+# The weight of the latest hash in the smoothed hash time: a stalled hash weighs a few
+# hashes' worth, and the hashes after it bring the average back within a few more.
+HASH_TIME_SMOOTHING = 0.2
 
 
 def cores() -> int:
@@ -70,6 +81,14 @@ def hashing_limits(threads: int) -> LimitSettings:
     )
 
 
+def too_late(remaining: float, in_flight: int, threads: int, hash_seconds: float) -> bool:
+    """Whether a call with ``remaining`` seconds left would not be hashed in time by
+    ``threads`` threads that have ``in_flight`` hashes queued or running, each taking
+    ``hash_seconds`` on its thread. Never while a thread is idle: a hash started now
+    is the call's best chance, and only hashes that run can correct ``hash_seconds``."""
+    return in_flight >= threads and remaining < (in_flight + 1) / threads * hash_seconds
+
+
 class HashingPool:
     """Runs hashing functions on a thread per core, refusing what its queue cannot take.
 
@@ -86,27 +105,40 @@ class HashingPool:
         self.threads = threads or cores()
         self._clock = clock
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="argon2")
+        self.hash_seconds = 0.0  # smoothed time one hash takes on its thread (0: none yet)
         self.limiter = ConcurrencyLimiter(limits or hashing_limits(self.threads), clock())
         limiter = self.limiter
         LIMIT.set_function(lambda: limiter.limit)
         IN_FLIGHT.set_function(lambda: limiter.in_flight)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on a hashing thread; raises Overloaded when it cannot start it in
-        time."""
+        """``fn(*args)`` on a hashing thread; raises Overloaded at once when the queue is
+        at its limit or would not run it before the current call's deadline
+        (``too_late``)."""
         limiter = self.limiter
         call = current_call()
         remaining = call.time_remaining() if call is not None else None
-        if remaining is not None and remaining < limiter.adaptive.short_rtt:
-            # The hashes queued lately took longer than this call has left.
+        if remaining is not None and too_late(
+            remaining, limiter.in_flight, self.threads, self.hash_seconds
+        ):
             limiter.shed += 1
             self._refuse()
         if not limiter.try_acquire():
             self._refuse()
         loop = asyncio.get_running_loop()
-        started = self._clock()
+        clock = self._clock
+        ran: list[float] = []  # how long fn ran on its thread; empty if it never ran
+
+        def timed() -> T:
+            began = clock()
+            try:
+                return fn(*args)
+            finally:
+                ran.append(clock() - began)
+
+        started = clock()
         try:
-            future = self._executor.submit(fn, *args)
+            future = self._executor.submit(timed)
         except RuntimeError:  # the pool is shut down: the instance is stopping
             limiter.release(0.0, started)
             raise
@@ -114,14 +146,20 @@ class HashingPool:
         def finished(_: Future[T]) -> None:
             # In the hashing thread, or here when dropped before it started.
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._release, started)
+                loop.call_soon_threadsafe(self._release, started, ran)
 
         future.add_done_callback(finished)
         return await asyncio.wrap_future(future)
 
-    def _release(self, started: float) -> None:
+    def _release(self, started: float, ran: list[float]) -> None:
         now = self._clock()
         self.limiter.release(now - started, now)
+        if ran:
+            previous = self.hash_seconds
+            took = ran[0]
+            self.hash_seconds = (
+                took if previous == 0.0 else previous + (took - previous) * HASH_TIME_SMOOTHING
+            )
 
     @staticmethod
     def _refuse() -> NoReturn:

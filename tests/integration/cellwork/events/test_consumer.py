@@ -391,3 +391,44 @@ async def test_handlers_slowing_down_together_lower_the_concurrency_below_its_bo
         await wait_until(lambda: consumer.concurrency_limit < 12, "the limit to come down")
     finally:
         await consumer.close()
+
+
+async def test_a_limit_that_came_down_during_a_fetch_sends_the_extra_messages_back(js) -> None:
+    running, most = 0, 0
+
+    async def handle(d: Delivery) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0)  # others could start meanwhile, if they had a slot
+        running -= 1
+
+    consumer = Consumer(
+        js, stream="ORDERS", durable="shrunk", subject="orders.*", handler=handle, concurrency=4
+    )
+    publisher = Publisher(js)
+    for n in range(4):
+        await publisher.publish("orders.new", str(n).encode(), msg_id=f"shrunk-{n}")
+    await consumer.start()
+    limiter = consumer._limiter
+    fetch = consumer._sub.fetch
+    shrunk = False
+
+    async def fetch_while_the_limit_comes_down(*args, **kwargs):
+        # The consumer asked for 4 (its free slots); while the fetch is out, a window
+        # closes and takes the limit down to 1, as a handler's release can.
+        nonlocal shrunk
+        if not shrunk:
+            shrunk = True
+            limiter.adaptive.limit = 1
+        return await fetch(*args, **kwargs)
+
+    consumer._sub.fetch = fetch_while_the_limit_comes_down
+    try:
+        await wait_until(lambda: consumer.handled == 4, "every message handled")
+        assert shrunk
+        assert consumer.in_flight == 0  # no slot released that was not taken
+        assert most == 1  # never more handlers at once than the limit
+        assert limiter.shed >= 3  # the three over it went back for redelivery
+    finally:
+        await consumer.drain(BOUND)

@@ -10,11 +10,18 @@ import contextlib
 import time
 from dataclasses import replace
 
-from cellwork import Service
+import pytest
+
+from cellwork import Internal, Service, ServiceSettings
 from cellwork.discovery.registry import Registration, Registry
+from cellwork.rpc.client import connect_client
+from cellwork.testing import start_service
 from learnfeed.catalog.demo import demo_catalog
 from learnfeed.catalog.service import create_service as create_catalog
 from learnfeed.feed.service import create_service as create_feed
+from learnfeed.gateway.items import Items
+from learnfeed.v1 import catalog_pb2, catalog_pb2_grpc
+from learnfeed.v1.catalog_client import CatalogClient
 from tests.integration.learnfeed.gateway.gateway_cell import (
     Cell,
     bearer,
@@ -182,3 +189,110 @@ async def test_catalog_slow_or_gone_feed_pages_come_back_bare_and_home_names_the
         if link is not None:
             await link.close()
         await cell.close()
+
+
+async def test_with_the_item_cache_off_a_catalog_past_the_deadline_opens_its_breaker(
+    tmp_path, nats_server, registry
+) -> None:
+    cell = Cell(nats_server.url, state_dir=tmp_path, refresh_window=3600.0)
+    link: SlowLink | None = None
+    try:
+        catalog = await cell.start(create_catalog)
+        feed = await cell.start(create_feed)
+        link, _via_link = await put_behind_a_link(catalog, registry)
+        _gateway, http = await gateway_of(cell, gateway_items_cache=False)
+        items = [item.id for item in demo_catalog()[1][:20]]
+        await put_version(feed, "breaker-reader", items)
+        reader = bearer("breaker-reader")
+
+        async def enriched() -> bool:
+            answer = await http.get("/v1/feed?limit=10", headers=reader)
+            return answer.status_code == 200 and all("title" in i for i in answer.json()["items"])
+
+        await wait_until(enriched, "the gateway to serve enriched pages through the link")
+        opened = sample("cellwork_breaker_transitions_total", service="catalog", state="open")
+        link.delay = 5.0  # far past the enrichment deadline (0.2 s)
+
+        async def breaker_opened() -> bool:
+            pages = await asyncio.gather(
+                *(http.get("/v1/feed?limit=10", headers=reader) for _ in range(4))
+            )
+            for page in pages:  # every page answered, bare, while the breaker learns
+                assert page.status_code == 200, page.text
+                assert all("title" not in i for i in page.json()["items"])
+            now = sample("cellwork_breaker_transitions_total", service="catalog", state="open")
+            return now > opened
+
+        # The calls end as DEADLINE_EXCEEDED, which the breaker counts (>= 20 calls,
+        # >= 50 % failed); cut off by a timer as cancellations, they counted for nothing.
+        await wait_until(breaker_opened, "the catalog's breaker to open")
+        refused = sample("learnfeed_gateway_unenriched_pages_total", reason="unavailable")
+        started = time.monotonic()
+        page = await http.get("/v1/feed?limit=10", headers=reader)
+        assert page.status_code == 200, page.text
+        assert all("title" not in i for i in page.json()["items"])
+        assert time.monotonic() - started < link.delay
+        # Refused by the open breaker at once, not waited for.
+        assert sample("learnfeed_gateway_unenriched_pages_total", reason="unavailable") > refused
+        await http.aclose()
+    finally:
+        if link is not None:
+            await link.close()
+        await cell.close()
+
+
+BROKEN = "broken-item"
+
+
+class HeldCatalog(catalog_pb2_grpc.CatalogServicer):
+    """A catalog whose GetItems holds every chunk until its caller gives up, except the
+    one asking for BROKEN: that one fails, once the other chunks are held."""
+
+    def __init__(self, others: int) -> None:
+        self.held = 0
+        self.cancelled = 0
+        self._others = others
+        self._all_held = asyncio.Event()
+
+    async def GetItems(self, request: catalog_pb2.GetItemsRequest, context) -> None:
+        if BROKEN in request.ids:
+            await self._all_held.wait()
+            raise Internal("this chunk is broken")
+        self.held += 1
+        if self.held == self._others:
+            self._all_held.set()
+        try:
+            await asyncio.Event().wait()  # until the call is cancelled
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def test_when_one_chunk_fails_the_others_are_cancelled_not_left_running(
+    nats_server, registry
+) -> None:
+    servicer = HeldCatalog(others=2)
+
+    def create(settings: ServiceSettings) -> Service:
+        service = Service("catalog", settings)
+        service.add_grpc(
+            catalog_pb2_grpc.add_CatalogServicer_to_server, servicer, CatalogClient.SERVICE
+        )
+        return service
+
+    catalog = await start_service(create, nats_server.url, instance_id="held-catalog")
+    client = await connect_client(registry, "catalog", CatalogClient, caller="gateway")
+    items = Items(client, ttl=60.0, keep=False, load_timeout=60.0)
+    try:
+        await client.balancer.wait_for_endpoints(1)
+        ids = [f"item-{n}" for n in range(30)]
+        ids[15] = BROKEN  # the second of three chunks
+        with pytest.raises(Internal):
+            await items.get(ids)
+        assert servicer.held == 2
+        # Its siblings were cancelled with it, not left waiting out their 60 s.
+        await wait_until(lambda: servicer.cancelled == 2, "the other chunks to be cancelled")
+    finally:
+        await items.close()
+        await client.close()
+        await catalog.drain(1)

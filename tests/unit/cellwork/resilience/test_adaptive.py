@@ -181,3 +181,68 @@ def test_a_full_limiter_refuses_until_a_slot_is_released():
     limiter.release(0.01, 0.01)
     assert limiter.try_acquire()
     assert (limiter.in_flight, limiter.shed, limiter.limit) == (2, 1, 2)
+
+
+def run_free_windows(
+    limit: AdaptiveLimit, windows: int, rtt: float, demand: int, now: float
+) -> float:
+    """As ``run_windows``, with every call finding the resource free (``busy=False``)."""
+    per_window = limit.settings.min_samples
+    for _ in range(windows):
+        in_flight = max(1, min(demand, limit.limit))
+        for _ in range(per_window):
+            limit.sample(rtt, in_flight, now, busy=False)
+        now += limit.settings.max_window
+        limit.sample(rtt, in_flight, now, busy=False)
+    return now
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(1e-4, 0.05), st.floats(2, 200), st.integers(1, 400), st.integers(1, 60))
+def test_latency_rising_while_the_resource_is_free_never_shrinks_the_limit(
+    rtt, slower, demand, windows
+):
+    limit = AdaptiveLimit(LimitSettings(initial=100, min_limit=20, max_limit=1000), now=0.0)
+    now = run_windows(limit, 30, rtt, demand, 0.0)  # the usual latency learnt
+    previous = limit.limit
+    for _ in range(windows):  # a dependency slows down: the loop stays free
+        now = run_free_windows(limit, 1, rtt * slower, demand, now)
+        assert limit.limit >= previous
+        previous = limit.limit
+
+
+def test_a_slow_dependency_at_200_calls_a_second_is_not_shed():
+    # 5 ms, then 300 ms, at 200 calls/s: 60 calls in flight. With every latency rise
+    # read as queueing, the limit fell from 100 to its floor of 20.
+    limiter = ConcurrencyLimiter(LimitSettings(), now=0.0)
+    now, shed = 0.0, 0
+    for rtt, seconds in ((0.005, 5.0), (0.3, 20.0)):
+        held: list[float] = []  # when each admitted call ends
+        for _ in range(int(200 * seconds)):
+            now += 1 / 200
+            while held and held[0] <= now:
+                limiter.release(rtt, held.pop(0), busy=False)
+            if limiter.try_acquire():
+                held.append(now + rtt)
+            else:
+                shed += 1
+        for end in held:
+            limiter.release(rtt, end, busy=False)
+    assert shed == 0
+    assert limiter.limit >= 100
+
+
+def test_a_full_limit_on_a_free_resource_makes_room_for_twice_its_peak_at_once():
+    limit = AdaptiveLimit(LimitSettings(initial=100, min_limit=20, max_limit=1000), now=0.0)
+    run_free_windows(limit, 1, 2.0, 10_000, 0.0)  # 2 s calls, 100 in flight: all it let in
+    assert limit.limit == 200
+    run_free_windows(limit, 3, 2.0, 10_000, 10.0)
+    assert limit.limit == 1000  # capped
+
+
+def test_the_same_rise_on_a_busy_resource_shrinks_the_limit():
+    limit = AdaptiveLimit(LimitSettings(initial=100, min_limit=20, max_limit=1000), now=0.0)
+    now = run_windows(limit, 30, 0.005, 10_000, 0.0)
+    grown = limit.limit
+    now = run_windows(limit, 20, 0.3, 10_000, now)  # busy=True: queueing here
+    assert limit.limit < grown / 2
