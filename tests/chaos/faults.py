@@ -27,10 +27,10 @@ CONNECTIONS = 512
 Fault = Callable[[OpenLoopDriver], Awaitable[None]]
 
 
-async def load_rate(cell: LearnfeedCell) -> tuple[float, float]:
-    """(capacity of the feed read in reads/s, the open-loop rate to drive at)."""
+async def load_rate(cell: LearnfeedCell, path: str = "/v1/feed?limit=20") -> tuple[float, float]:
+    """(capacity of the read at ``path`` in reads/s, the open-loop rate to drive at)."""
     capacity = await measure_capacity(
-        f"{cell.http}/v1/feed?limit=20",
+        f"{cell.http}{path}",
         {"Authorization": f"Bearer {cell.first_token()}"},
         seconds=4,
     )

@@ -86,7 +86,7 @@ async def cli_ok(cell: LearnfeedCell, *args: str) -> None:
 async def test_the_catalog_slowed_by_two_seconds(tmp_path: Path) -> None:
     cell = start_cell(tmp_path, "chaos-slow-catalog", ITEMS_OFF)
     try:
-        capacity, rate = await load_rate(cell)
+        capacity, rate = await load_rate(cell, "/v1/home")
 
         async def home(client: LoadClient, index: int) -> Answer:
             return await cell.home(client)
@@ -415,6 +415,11 @@ async def feed_served(cell: LearnfeedCell) -> float:
     return sample_sum(feeds, "cellwork_rpc_server_requests_total", method="Feed/GetFeed", code="OK")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="not met yet: feed's adaptive limit does not shed a CPU-bound overload "
+    "(0 shed, goodput 30% of capacity, every excess call waits out its deadline)",
+)
 async def test_feed_offered_three_times_what_it_can_serve(tmp_path: Path) -> None:
     cell = start_cell(tmp_path, "chaos-overload", FEED_COPIES_OFF, replicas={"feed": 1})
     try:

@@ -11,6 +11,7 @@ creates a bucket no instance uses.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -35,6 +36,7 @@ _log = get_logger("cellwork.config")
 
 HISTORY = 16  # revisions kept per key (NATS allows at most 64)
 _CONVERGE_ROUNDS = 8  # each looks before it acts: racing creators settle in two or three
+_EMPTY_READS = 3  # times an empty read of the bucket is made before it is believed
 _REQUEST_TIMEOUT = 5.0  # seconds: a put or a lookup answers in milliseconds
 
 
@@ -113,7 +115,22 @@ class ConfigBucket:
 
 
 async def current_values(kv: KeyValue, pattern: str) -> dict[str, bytes]:
-    """Every key of ``kv`` matching ``pattern`` that holds a value now, with its value."""
+    """Every key of ``kv`` matching ``pattern`` that holds a value now, with its value.
+
+    An empty answer is asked again (twice, 0.2 s apart): nats-py's watch signals "no more
+    history" from the consumer's pending count, which can be read after the entries were
+    sent and before they are handed over, so that on a loaded machine the signal comes
+    first and a bucket full of keys reads as empty (a `chaos clear` under load said no
+    instance had published live settings)."""
+    for attempt in range(_EMPTY_READS):
+        found = await _watched_values(kv, pattern)
+        if found or attempt == _EMPTY_READS - 1:
+            return found
+        await asyncio.sleep(0.2)
+    return {}
+
+
+async def _watched_values(kv: KeyValue, pattern: str) -> dict[str, bytes]:
     watcher = await kv.watch(pattern, ignore_deletes=True)
     found: dict[str, bytes] = {}
     try:

@@ -8,8 +8,9 @@ without a restart:
 
     <service>.faults.delay_ms      milliseconds added to every call (0: none)
     <service>.faults.cpu           true: burn delay_ms of CPU per call instead of
-                                   sleeping, blocking the event loop, which lowers
-                                   the instance's capacity (an overload without load)
+                                   sleeping, in 5 ms slices of the event loop's time,
+                                   which lowers the instance's capacity (an overload
+                                   without load)
     <service>.faults.fail_rate     the share of calls (0 to 1) that fail...
     <service>.faults.fail_code     ...with INTERNAL or UNAVAILABLE
 
@@ -81,6 +82,10 @@ def faults_injected() -> Counter:
     )
 
 
+CPU_SLICE = 0.005
+"""Seconds of CPU a ``cpu`` fault burns before it lets the loop run something else."""
+
+
 def burn_cpu(seconds: float) -> None:
     """Keep this thread busy for ``seconds`` of its own CPU time (blocks the loop, on purpose)."""
     until = time.thread_time() + seconds
@@ -139,6 +144,19 @@ class FaultLayer:
 
         return faulty
 
+    async def _burn_in_slices(self, seconds: float) -> None:
+        # Slices with the loop's turn between them, as a handler computing between awaits
+        # does: calls then overlap, so the instance's in-flight work and latency grow
+        # with its queue and its adaptive limit sheds. One block of CPU per call would
+        # hold each call to its end before the next starts, leaving the queue in gRPC's
+        # core, where no stage of the server sees it.
+        whole, rest = divmod(seconds, CPU_SLICE)
+        pieces = [CPU_SLICE] * int(whole) + ([rest] if rest > 1e-6 else [])
+        for n, piece in enumerate(pieces):
+            if n:
+                await asyncio.sleep(0)
+            self._burn(piece)
+
     async def _inject(
         self,
         faults: Faults,
@@ -149,7 +167,7 @@ class FaultLayer:
         if faults.delay_ms > 0:
             if faults.cpu:
                 self._burnt.inc()
-                self._burn(faults.delay_ms / 1000.0)
+                await self._burn_in_slices(faults.delay_ms / 1000.0)
             else:
                 self._delayed.inc()
                 await self._sleep(faults.delay_ms / 1000.0)

@@ -85,7 +85,7 @@ async def test_a_change_is_applied_live_and_an_instance_started_later_starts_wit
     first = await instances("knobs-0")
     bucket = await ConfigBucket.bind(js, SETTINGS.config_bucket)
     schemas = await bucket.schemas("knobs")
-    assert sorted(schemas) == ["faults", "knobs"]
+    assert sorted(schemas) == ["faults", "knobs", "registry"]
     assert schemas["knobs"]["properties"]["limit"]["maximum"] == 100
     assert first.applied == []  # nothing set: the code's own value, not applied again
 
@@ -173,7 +173,7 @@ async def test_a_nats_that_lost_its_store_gets_the_bucket_and_schemas_back_value
         async def schemas_back() -> bool:
             try:
                 bucket = await ConfigBucket.bind(js, SETTINGS.config_bucket)
-                return sorted(await bucket.schemas("knobs")) == ["faults", "knobs"]
+                return sorted(await bucket.schemas("knobs")) == ["faults", "knobs", "registry"]
             except Exception:  # the bucket is not there yet, or the client reconnects
                 return False
 

@@ -59,7 +59,8 @@ async def test_a_delay_sleeps_each_call_and_cpu_burns_instead():
     assert await wrapped(1, None) == "answered 1"
     faults.apply(Faults(delay_ms=40, cpu=True))
     await wrapped(2, None)
-    assert (recorder.slept, recorder.burnt) == ([0.25], [0.04])
+    assert recorder.slept == [0.25]
+    assert recorder.burnt == pytest.approx([0.005] * 8)  # in slices, the loop's turn between
     assert (injected("slowed", "delay"), injected("slowed", "cpu")) == (1, 1)
 
 
