@@ -125,6 +125,7 @@ async def test_the_catalog_slowed_by_two_seconds(tmp_path: Path) -> None:
             home_reads=len(run.of("home")),
             while_slow=len(slow),
             while_slow_without_partial_items=len(not_partial),
+            their_answers=sorted({(r.status, r.detail) for r in not_partial})[:5],
             failed=len(run.failed("home", (200,))),
             breaker_opened=opened,
             full_again_after_clear_ms=ms(run.marks["full again"] - run.marks["cleared"]),

@@ -100,7 +100,12 @@ class LagSampler:
 
     @property
     def seconds(self) -> float:
-        """The loop's smoothed lag now (s)."""
+        """The loop's smoothed lag now (s); while no work arrives, decayed as punctual
+        probes would have (what ``touch`` takes in), not the last busy value."""
+        if self._handle is None and self._quiet_since is not None:
+            probes = max((time.monotonic() - self._quiet_since) / self.every, 0.0)
+            decayed: float = self.lag.seconds * (1.0 - self.lag.smoothing) ** probes
+            return decayed
         return self.lag.seconds
 
     def touch(self) -> None:

@@ -96,3 +96,12 @@ def test_settings_out_of_range_are_refused():
         LoopLag(0.0)
     with pytest.raises(ValueError):
         LagSampler(every=0.0)
+
+
+async def test_a_quiet_samplers_reading_decays_instead_of_holding_the_last_busy_value():
+    sampler = LagSampler(every=0.01)
+    sampler.touch()
+    sampler.lag.observe(0.3)  # as if the last probe of a busy spell ran 300 ms late
+    busy = sampler.seconds
+    await wait_until(lambda: sampler._handle is None, "the probe stopped once idle", every=0.01)
+    await wait_until(lambda: sampler.seconds < busy / 10, "the reading decayed", every=0.01)
