@@ -5,7 +5,7 @@
     aggregate    concurrent parts with per-part deadlines, partial answers
     errors       every error answered from the error table; OpenAPI ``responses=``
     middleware   the edge's middleware, in the order a request meets it
-    shedding     an adaptive concurrency limit: 503 overloaded at once, probes exempt
+    shedding     503 overloaded at once while the event loop lags, probes exempt
     routing      routes that name their template for metrics
     probes       /healthz, /readyz, /metrics
     server       uvicorn in the service's loop on a port shared between instances
