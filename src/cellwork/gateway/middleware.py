@@ -2,7 +2,7 @@
 
     HttpMetrics      count and time every request by route template (outermost, so
                      it sees every answer, a 413 and a 503 overloaded included)
-    LoadShedding     while the event loop is saturated (its lag past 75 ms) or 1,000
+    LoadShedding     while the event loop is saturated (its lag past 150 ms) or 1,000
                      requests are in flight, requests get 503 overloaded with
                      Retry-After at once, before anything else runs (shedding.py);
                      probes pass
